@@ -475,3 +475,21 @@ def test_instruction_output_and_openai_round_trip():
     back = messages_to_alpaca(messages)
     assert (back["system"], back["instruction"], back["output"]) == ("Be brief.", "Hi?", "Hello.")
     assert load([{"messages": messages}], "sft")[0]["messages"] == messages
+
+
+def test_sharegpt_turns_inside_preference_fields_are_located():
+    record = {
+        "prompt": [{"from": "human", "value": "Q"}, {"from": "bot", "value": "Q"}],
+        "chosen": "A",
+        "rejected": "B",
+    }
+    with pytest.raises(DataError, match=r"^record 0: prompt\[1\] has 'from': 'bot'; expected"):
+        load([record], "preference")
+
+
+def test_preference_turns_loaded_as_sft_say_which_kind_to_use():
+    turns = [{"from": "human", "value": "Q"}]
+    pair = [{"from": "chosen_gpt", "value": "A"}, {"from": "rejected_gpt", "value": "B"}]
+    with pytest.raises(DataError, match=r"conversations\[1\] .*load it with kind='preference'"):
+        load([{"conversations": turns + pair}], "sft")
+    assert load([{"conversations": turns + pair}], "preference")[0]["chosen"][0]["content"] == "A"

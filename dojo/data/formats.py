@@ -98,7 +98,12 @@ def _as_messages(value: Any, role: str, field_name: str, where: str) -> list[dic
     if isinstance(value, str):
         return [{"role": role, "content": value}]
     if isinstance(value, list):
-        return [_from_value(m) if isinstance(m, dict) and "from" in m else m for m in value]
+        return [
+            _from_value(m, where, f"{field_name}[{i}]")
+            if isinstance(m, dict) and "from" in m
+            else m
+            for i, m in enumerate(value)
+        ]
     raise DataError(
         where,
         f"field '{field_name}' must be a string or a list of messages, got {type(value).__name__}",
@@ -167,6 +172,7 @@ SHAREGPT_ROLES = {
     "observation": "tool",
     "tool": "tool",
 }
+PREFERENCE_TURNS = ("chosen_gpt", "rejected_gpt")  # the last two turns of a ShareGPT pair
 
 
 def _function_call(value: str, where: str, at: str) -> list[dict]:
@@ -197,9 +203,14 @@ def _from_value(turn: dict, where: str = "", at: str = "message") -> dict:
     """One ShareGPT turn as an OpenAI message."""
     source = turn.get("from")
     if source not in SHAREGPT_ROLES:
+        hint = (
+            "; chosen_gpt/rejected_gpt turns make a preference pair: load it with kind='preference'"
+            if source in PREFERENCE_TURNS
+            else ""
+        )
         raise DataError(
             where,
-            f"{at} has 'from': {source!r}; expected one of {sorted(SHAREGPT_ROLES)}",
+            f"{at} has 'from': {source!r}; expected one of {sorted(SHAREGPT_ROLES)}{hint}",
             "unknown role",
         )
     value = turn.get("value")
@@ -230,9 +241,6 @@ def _turn_ok(turn: Any, where: str, key: str, i: int) -> bool:
 def _is_sharegpt(record: dict) -> bool:
     turns = record.get("conversations")
     return _is_messages(turns) and "from" in turns[0]
-
-
-PREFERENCE_TURNS = ("chosen_gpt", "rejected_gpt")
 
 
 def _is_sharegpt_preference(record: dict) -> bool:
