@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -148,6 +149,25 @@ def test_load_errors_are_clear(tmp_path):
         load_for_inference(tmp_path)
     with pytest.raises(ValueError, match="model .*adapter"):
         load_for_inference()
+    # a folder that does not exist is named as such, not taken for a malformed hub id
+    missing = tmp_path / "work" / "data" / "models" / "dojo-tiny"
+    for name in (missing, str(missing), "data/models/no-such-model", "./no-such-model"):
+        with pytest.raises(
+            FileNotFoundError, match=f"model folder {re.escape(str(name))} not found"
+        ):
+            load_for_inference(name)
+    with pytest.raises(FileNotFoundError, match="adapter folder .* not found"):
+        load_for_inference(adapter=tmp_path / "runs" / "sft" / "model")
+    # an adapter whose recorded base was moved away: the error says where the name came from
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": str(missing), "peft_type": "LORA"})
+    )
+    with pytest.raises(FileNotFoundError, match=r"not found \(named by .*adapter_config.json\)"):
+        load_for_inference(adapter=adapter)
+    with pytest.raises(FileNotFoundError, match="looks like a PEFT adapter"):
+        load_for_inference(adapter)
 
 
 def test_cli_generate_streams_one_and_batches_several(capsys, loaded):

@@ -19,6 +19,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def adapter_base(adapter: str | Path) -> str:
     """The base model an adapter folder was trained on (its `base_model_name_or_path`)."""
+    if not Path(adapter).is_dir():
+        raise FileNotFoundError(f"adapter folder {adapter} not found")
     config_path = Path(adapter) / "adapter_config.json"
     if not config_path.exists():
         hint = (
@@ -33,12 +35,41 @@ def adapter_base(adapter: str | Path) -> str:
     return base
 
 
-def _check_model_path(model: str | Path) -> None:
-    path = Path(model)
-    looks_local = path.is_absolute() or str(model).startswith(".") or path.exists()
-    if looks_local and not (path / "config.json").exists():
+def looks_like_path(model: str | Path) -> bool:
+    """Whether `model` names a local folder rather than a hub id (`name` or `org/name`)."""
+    text = str(model)
+    return (
+        isinstance(model, Path)
+        or Path(text).expanduser().exists()
+        or text.startswith((".", "~", "/", "\\"))
+        or text.count("/") > 1
+        or "\\" in text
+    )
+
+
+def check_model_path(model: str | Path, named_by: str | None = None) -> None:
+    """A clear FileNotFoundError for a local model folder that is missing or not a model.
+
+    Without it, transformers takes a missing folder for a hub id and answers with a puzzling
+    "Repo id must be in the form 'repo_name'" error. Hub ids pass unchecked.
+    """
+    if not looks_like_path(model):
+        return
+    path = Path(str(model)).expanduser()
+    source = f" (named by {named_by})" if named_by else ""
+    if not path.exists():
         raise FileNotFoundError(
-            f"{model}: no config.json there; give a Hugging Face model folder or hub id"
+            f"model folder {model} not found{source}; give an existing Hugging Face model "
+            "folder or a hub id such as Qwen/Qwen2.5-0.5B-Instruct"
+        )
+    if not (path / "config.json").exists():
+        hint = (
+            "; it looks like a PEFT adapter: pass it as the adapter instead"
+            if (path / "adapter_config.json").exists()
+            else ""
+        )
+        raise FileNotFoundError(
+            f"{model}: no config.json there{source}, so not a Hugging Face model folder{hint}"
         )
 
 
@@ -58,6 +89,8 @@ def load_tokenizer(model: str | Path, adapter: str | Path | None = None):
     from transformers import AutoTokenizer
 
     source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").exists() else model
+    if source is model:
+        check_model_path(model)
     tokenizer = AutoTokenizer.from_pretrained(source)
     if not tokenizer.chat_template:
         raise ValueError(
@@ -82,8 +115,10 @@ def load_for_inference(
 
     if model is None and adapter is None:
         raise ValueError("give a model (folder or hub id), an adapter folder, or both")
-    model = model or adapter_base(adapter)
-    _check_model_path(model)
+    named_by = None
+    if model is None:
+        model, named_by = adapter_base(adapter), f"{adapter}/adapter_config.json"
+    check_model_path(model, named_by)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = load_tokenizer(model, adapter)
     net = AutoModelForCausalLM.from_pretrained(

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from dojo.infer.load import adapter_base, load_tokenizer, resolve_dtype
+from dojo.infer.load import adapter_base, check_model_path, load_tokenizer, resolve_dtype
 
 PROBE = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -57,7 +57,9 @@ def load_adapted(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    named_by = None if model else f"{adapter}/adapter_config.json"
     model = model or adapter_base(adapter)
+    check_model_path(model, named_by)
     tokenizer = load_tokenizer(model, adapter)
     if bits:
         from dojo.adapters.qlora import load_quantized
