@@ -171,3 +171,18 @@ def test_without_position_restarts_packed_sequences_leak():
         leaked = model(**leaky).logits[0]
     n0, n1 = len(rows[0]["input_ids"]), len(rows[1]["input_ids"])
     assert not torch.allclose(leaked[n0 : n0 + n1], second_alone, atol=1e-3)
+
+
+@pytest.mark.parametrize("flatten", [False, True], ids=["rows", "flat"])
+def test_check_packing_measures_no_leak_and_equal_loss(flatten):
+    from dojo.data import check_packing
+
+    model = _tiny_llama("sdpa").train()  # measured in eval mode, then put back as it was
+    rows = _sequences(8, seed=6, vocab=64, low=4, high=20)
+    report = check_packing(model, rows, max_length=32, flatten=flatten)
+    assert report["sequences"] == 8 and report["packed_rows"] < 8
+    assert report["max_logit_diff"] < 1e-4
+    assert report["packed_loss"] == pytest.approx(report["padded_loss"], abs=1e-5)
+    # Without restarts a later sequence sees the ones before it in its row.
+    assert report["max_logit_diff_without_restarts"] > 1e-2
+    assert model.training

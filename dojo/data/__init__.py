@@ -21,6 +21,7 @@ from dojo.data.packing import (
     PackedCollator,
     PaddedCollator,
     best_fit_decreasing,
+    check_packing,
     pack_dataset,
     padding_waste,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "Problem",
     "Summary",
     "best_fit_decreasing",
+    "check_packing",
     "detect_format",
     "extract_answer",
     "get_format",

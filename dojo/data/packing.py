@@ -9,8 +9,9 @@ Notable choices:
   one row per packed row and fills only the short rows' tails). transformers reads the
   restarts (`find_packed_sequence_indices`) and builds a block-diagonal causal mask for SDPA and
   eager attention (the CPU path); flash-attention uses the `cu_seq_lens_*` it is also given.
-  Either way no token attends to another sequence (tested: same logits and loss as unpacked).
-  transformers skips that detection when a KV cache exists, so the batch carries use_cache=False.
+  Either way no token attends to another sequence (tested: same logits and loss as unpacked;
+  `check_packing` measures it on any model). transformers skips that detection when a KV cache
+  exists, so the batch carries use_cache=False.
 - The first label of every sequence is -100: otherwise the last token of one sequence would be
   trained to predict the first token of the next.
 """
@@ -170,4 +171,61 @@ def padding_waste(lengths: list[int], batch_size: int, max_length: int) -> dict[
         "packed_tokens_if_padded": packed,
         "packed_waste_if_padded": 1 - useful / packed,
         "packed_waste_padding_free": 0.0,
+    }
+
+
+def check_packing(
+    model: Any, rows: list[dict], max_length: int, flatten: bool = False, pad_token_id: int = 0
+) -> dict[str, Any]:
+    """Run `model` on `rows` packed and one at a time, and measure whether anything leaks.
+
+    Returns the largest logit difference between each sequence inside its packed row and on its
+    own (float error only, when nothing attends across a boundary), the loss of the packed batch
+    and of the padded, unpacked batch (equal), and the same logit difference when positions do not
+    restart per sequence (the leak that the restarts prevent, for contrast).
+    """
+    bins = best_fit_decreasing([len(r["input_ids"]) for r in rows], max_length)
+    order = [i for b in bins for i in b]
+    packed = [
+        {
+            "input_ids": [t for i in b for t in rows[i]["input_ids"]],
+            "labels": [t for i in b for t in rows[i].get("labels", rows[i]["input_ids"])],
+            "seq_lengths": [len(rows[i]["input_ids"]) for i in b],
+        }
+        for b in bins
+    ]
+    batch = PackedCollator(flatten=flatten, pad_token_id=pad_token_id)(packed)
+    width = batch["input_ids"].shape[1]
+    starts, offset = [], 0  # where each sequence (in `order`) starts in the flattened logits
+    for b, row in enumerate(packed):
+        offset = offset if flatten else b * width
+        for n in row["seq_lengths"]:
+            starts.append(offset)
+            offset += n
+    # Positions that run on across each row: the model then sees one long sequence per row.
+    leaky = dict(batch, position_ids=torch.arange(width).expand_as(batch["input_ids"]))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(**batch)
+            leak = model(**leaky).logits.flatten(0, 1)
+            padded = model(**PaddedCollator(pad_token_id)([rows[i] for i in order])).loss
+            logits = out.logits.flatten(0, 1)  # Shape [rows * width, vocab]
+            diff = leaked = 0.0
+            for i, start in zip(order, starts, strict=True):
+                ids = rows[i]["input_ids"]
+                alone = model(input_ids=torch.tensor([ids])).logits[0]
+                span = slice(start, start + len(ids))
+                diff = max(diff, (logits[span] - alone).abs().max().item())
+                leaked = max(leaked, (leak[span] - alone).abs().max().item())
+    finally:
+        model.train(was_training)
+    return {
+        "sequences": len(rows),
+        "packed_rows": len(bins),
+        "max_logit_diff": diff,
+        "packed_loss": out.loss.item(),
+        "padded_loss": padded.item(),
+        "max_logit_diff_without_restarts": leaked,
     }
