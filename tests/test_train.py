@@ -3,14 +3,20 @@ and the stop on a non-finite loss."""
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
 import yaml
+from transformers import AutoModelForCausalLM
 
 from dojo import paths
 from dojo.train import load_config, train
+from dojo.train.__main__ import main
 from dojo.train.folder import MetricsLogger, NonFiniteLossError, resolve_run_dir
 
 pytestmark = pytest.mark.skipif(not paths.TINY_MODEL.exists(), reason="dojo-tiny not built")
@@ -65,51 +71,195 @@ def _linear_types(model) -> set[str]:
     return {type(m).__name__ for m in model.modules()}
 
 
-CASES = {
-    "pretrain": dict(method="pretrain"),
-    "sft-freeze": dict(tuning="freeze", freeze_trainable_layers=1),
-    "sft-lora": dict(tuning="lora"),
-    "sft-dora": dict(tuning="dora"),
-    "sft-qlora": dict(tuning="qlora"),
-    "sft-lora-8bit": dict(tuning="lora", load_in_8bit=True),
-    "dpo": dict(method="dpo"),
-    "dpo-ipo": dict(method="dpo", loss_type="ipo"),
-    "dpo-hinge": dict(method="dpo", loss_type="hinge"),
-    "simpo": dict(method="simpo", loss_type="simpo", cpo_alpha=0.0),
-    "orpo": dict(method="orpo"),
-    "kto": dict(method="kto"),
-    "grpo": dict(
-        method="grpo", reward_funcs=["exact_answer"], num_generations=4, max_completion_length=8
-    ),
-    "reward": dict(method="reward"),
+def _flags(**values) -> list[str]:
+    return [x for key, value in values.items() for x in (f"--{key}", str(value))]
+
+
+# A handful of steps on a handful of records, as command-line flags on top of a recipe file.
+FEW_STEP_FLAGS = _flags(**FEW_STEPS)
+
+# Every method's CPU recipe, as `python -m dojo.train --config configs/<recipe> <flags>` runs it
+# (plus DPO's IPO and hinge losses, one flag away).
+RECIPES = {
+    "pretrain": ("pretrain_tiny_cpu.yaml", []),
+    "sft": ("sft_tiny_cpu.yaml", []),
+    "dpo": ("dpo_tiny_cpu.yaml", []),
+    "dpo-ipo": ("dpo_tiny_cpu.yaml", ["--loss_type", "ipo"]),
+    "dpo-hinge": ("dpo_tiny_cpu.yaml", ["--loss_type", "hinge"]),
+    "simpo": ("simpo_tiny_cpu.yaml", []),
+    "orpo": ("orpo_tiny_cpu.yaml", []),
+    "kto": ("kto_tiny_cpu.yaml", []),
+    "grpo": ("grpo_tiny_cpu.yaml", _flags(num_generations=4, max_completion_length=8)),
+    "reward": ("reward_tiny_cpu.yaml", []),
 }
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", CASES)
-def test_every_method_and_tuning_trains(case, tmp_path):
-    overrides = {**FEW_STEPS, **CASES[case], "output_dir": str(tmp_path / case)}
-    if case == "grpo":
-        overrides.pop("max_length")
-    config = load_config(overrides=overrides)
-    result = train(config)
-    summary = result.summary
-    assert summary["steps"] == 2
+@pytest.mark.parametrize("case", RECIPES)
+def test_every_method_recipe_runs_from_the_command_line(case, tmp_path, capsys):
+    recipe, extra = RECIPES[case]
+    flags = list(FEW_STEP_FLAGS)
+    if case == "grpo":  # GRPO has no max_length: prompts and completions are bounded apart
+        i = flags.index("--max_length")
+        del flags[i : i + 2]
+    argv = ["--config", str(paths.CONFIGS_DIR / recipe), *flags, *extra]
+    assert main([*argv, "--output_dir", str(tmp_path / case)]) == 0
+    run = tmp_path / case
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["method"] == yaml.safe_load((paths.CONFIGS_DIR / recipe).read_text())["method"]
+    if extra[:1] == ["--loss_type"]:
+        assert config["loss_type"] == [extra[1]]  # TRL keeps loss types as a list
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["effective_batch_size"] == 4
+    metric = "reward" if case == "grpo" else "loss"
+    values = [r[metric] for r in _metrics(run) if metric in r]
+    assert len(values) == 2 and all(math.isfinite(x) for x in values)
+    assert (run / "model").is_dir() and any((run / "model").glob("*.safetensors"))
+    assert "effective batch size: 4 per device x 1 accumulation x 1 processes = 4" in (
+        capsys.readouterr().out
+    )
+
+
+TUNINGS = {
+    "freeze": ["--tuning", "freeze", "--freeze_trainable_layers", "1"],
+    "lora": ["--tuning", "lora"],
+    "dora": ["--tuning", "dora"],
+    "qlora": ["--tuning", "qlora"],
+    "lora-8bit": ["--tuning", "lora", "--load_in_8bit"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", TUNINGS)
+def test_every_tuning_trains(case, tmp_path):
+    recipe = "sft_tiny_cpu.yaml" if case == "freeze" else "sft_tiny_lora_cpu.yaml"
+    argv = ["--config", str(paths.CONFIGS_DIR / recipe), *FEW_STEP_FLAGS, *TUNINGS[case]]
+    config = load_config([*argv, "--output_dir", str(tmp_path / case)])
+    result = train(config)  # what `python -m dojo.train ARGV` runs
+    assert result.summary["steps"] == 2
     losses = [r["loss"] for r in _metrics(result.run_dir) if "loss" in r]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
     model, saved = result.model, result.run_dir / "model"
     tuning = config.dojo.tuning
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     if tuning in ("lora", "dora", "qlora"):
         adapter = json.loads((saved / "adapter_config.json").read_text())
         assert adapter["use_dora"] is (tuning == "dora")
-        assert "lora_A" in " ".join(n for n, p in model.named_parameters() if p.requires_grad)
+        assert trainable and all("lora_" in n for n in trainable)
     if tuning == "qlora":
         assert "Linear4bit" in _linear_types(model)
     if config.model.load_in_8bit:
         assert "Linear8bitLt" in _linear_types(model)
     if tuning == "freeze":
-        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
         assert trainable and all(".layers.3." in n or n == "model.norm.weight" for n in trainable)
+
+
+def _subprocess_env() -> dict:
+    # the subprocess imports this checkout's dojo, one thread each (2-core CI machines)
+    path = os.pathsep.join(filter(None, [str(paths.REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "OMP_NUM_THREADS": "1", "DOJO_PROFILE": "cpu", "PYTHONPATH": path}
+
+
+# A driver that runs `python -m dojo.train` but SIGKILLs itself at the end of step KILL_AT, as a
+# preempted job or an out-of-memory kill would: no clean shutdown, no final save.
+KILLER = """
+import os, signal, sys
+from dojo.train import folder
+
+class KilledAt(folder.MetricsLogger):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == int(os.environ["KILL_AT"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+folder.MetricsLogger = KilledAt
+from dojo.train.__main__ import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_final_loss(tmp_path):
+    argv = _flags(
+        max_steps=6,
+        save_steps=2,
+        save_total_limit=2,
+        per_device_train_batch_size=4,
+        max_samples=64,
+        max_length=48,
+        logging_steps=1,
+        accuracy_samples=0,
+        sample_prompts=0,
+    )
+    run = tmp_path / "run"
+    command = [*argv, "--output_dir", str(run)]
+    (tmp_path / "killer.py").write_text(KILLER)
+    env = _subprocess_env()
+    killed = subprocess.run(
+        [sys.executable, str(tmp_path / "killer.py"), *command],
+        cwd=tmp_path, env={**env, "KILL_AT": "5"}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not (run / "summary.json").exists()
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    # a checkpoint cut off while saving (no trainer_state.json yet) is never resumed from
+    (run / "checkpoint-6").mkdir()
+    (run / "checkpoint-6" / "model.safetensors").write_bytes(b"half-written")
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "dojo.train", *command],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"run folder: {run} (resuming from checkpoint-4)" in resumed.stdout
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["resumed_from"] == "checkpoint-4" and summary["steps"] == 6
+    assert (run / "checkpoint-6" / "trainer_state.json").exists()
+
+    straight = train(load_config([*argv, "--output_dir", str(tmp_path / "straight")]))
+    losses = {r["step"]: r["loss"] for r in _metrics(run) if "loss" in r}
+    expected = {r["step"]: r["loss"] for r in _metrics(straight.run_dir) if "loss" in r}
+    assert sorted(losses) == list(range(1, 7))  # steps 5-6 logged once, by the resumed run
+    assert losses == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    for a, b in zip(
+        AutoModelForCausalLM.from_pretrained(run / "model").parameters(),
+        straight.model.parameters(),
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_through_accelerate_launch(tmp_path):
+    """`accelerate launch -m dojo.train` with the project's 2-process CPU config (gloo)."""
+    run = tmp_path / "run"
+    flags = FEW_STEP_FLAGS + ["--max_samples", "32", "--output_dir", str(run)]
+    result = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+         str(paths.CONFIGS_DIR / "accelerate" / "ddp_cpu_2proc.yaml"), "--main_process_port", "0",
+         "-m", "dojo.train", "--config", str(paths.CONFIGS_DIR / "sft_tiny_cpu.yaml"), *flags],
+        cwd=tmp_path, env=_subprocess_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # printed once (by the main process), with the world size of the gloo group
+    assert result.stdout.count("effective batch size:") == 1
+    assert "4 per device x 1 accumulation x 2 processes = 8" in result.stdout
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["effective_batch_size"] == 8 and summary["steps"] == 2
+    rows = [r for r in _metrics(run) if "loss" in r]
+    assert [r["step"] for r in rows] == [1, 2]  # logged by one process only
+
+
+def test_unknown_key_fails_before_any_model_loads(monkeypatch, capsys):
+    import transformers
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the recipe was checked")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", refuse)
+    recipe = str(paths.CONFIGS_DIR / "dpo_tiny_cpu.yaml")
+    assert main(["--config", recipe, "--bata", "0.2"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'bata'" in err and "did you mean 'beta'" in err
 
 
 def _metrics(run_dir) -> list[dict]:
@@ -131,7 +281,7 @@ def test_non_finite_loss_stops_the_run_with_a_hint(tmp_path):
 
 
 def test_trained_model_reloads_and_generates(tmp_path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from dojo.infer.generate import generate_replies
 

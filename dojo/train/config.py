@@ -354,11 +354,14 @@ def load_config(
                 f"(`python -m dojo.train --help` lists the keys)"
             )
         name = owner[key]
-        value = _coerce(key, value, types_by_class[name][key], sources[key])
-        values[name][key] = _resolve_path(key, value, sources[key])
-    values["trainer"].setdefault("output_dir", default_output_dir(values, method))
-
+        values[name][key] = _coerce(key, value, types_by_class[name][key], sources[key])
+    # What the recipe says is checked before what is on disk: a wrong combination is the
+    # first thing to fix, whether or not the model has been downloaded yet.
     _check_combinations(values, sources, method)
+    for part in values.values():
+        for key in part:
+            part[key] = _resolve_path(key, part[key], sources.get(key, "the recipe"))
+    values["trainer"].setdefault("output_dir", default_output_dir(values, method))
     try:
         built = {name: cls(**values[name]) for name, cls in classes.items()}
     except (ValueError, TypeError) as e:
