@@ -23,6 +23,10 @@ def test_table_measures_behaviour():
     assert "enable_thinking" in table_row(get_family("qwen3"))
     row = table_row(get_family("llama-2")).split(" | ")
     assert row[3].startswith("(none")  # the prompt already ends with [/INST]
+    assert table_row(get_family("llama-3.1")).split(" | ")[5] == "yes"
+    # GLM-4 ignores the tools argument but reads a tools key on a message.
+    assert "key on a message" in table_row(get_family("glm-4")).split(" | ")[5]
+    assert table_row(get_family("gemma")).split(" | ")[5] == "no"
 
 
 def test_closing_note_lists_aliases_and_left_out_behaviour():

@@ -66,3 +66,24 @@ def test_python_references_reproduce_their_fixtures():
             entry = tool.render_case(f"python:{family}", "", case, fixture["special_tokens"])
             assert entry.get("expected") == case.get("expected"), (family, case["name"])
             assert entry.get("raises") == case.get("raises"), (family, case["name"])
+
+
+def test_every_fixture_covers_its_family_cases():
+    """Each fixture holds exactly the shared cases plus its family's own (GLM-4's message-level
+    tools), less the ones it records as skipped with a reason: a case added to
+    `dojo.chat.conversations` without regenerating the fixtures fails here."""
+    from dojo.chat import list_families
+    from dojo.chat.conversations import FAMILY_CASES, conversation_cases
+
+    assert set(FAMILY_CASES) <= set(list_families())
+    tool = _load_tool()
+    for path in sorted(tool.FIXTURE_DIR.glob("*.json")):
+        fixture = json.loads(path.read_text(encoding="utf-8"))
+        wanted = [c["name"] for c in conversation_cases(fixture["family"])]
+        got = [c["name"] for c in fixture["cases"]]
+        assert all(fixture["skipped"].values()), f"{path.name}: a skip without a reason"
+        assert got == [n for n in wanted if n not in fixture["skipped"]], path.name
+    glm = {c["name"] for c in conversation_cases("glm-4")} - {
+        c["name"] for c in conversation_cases()
+    }
+    assert glm == {n for n in glm if n.startswith("glm4_")} and len(glm) == 4

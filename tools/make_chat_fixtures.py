@@ -9,7 +9,8 @@ a list of named templates picks `default`), or `python:NAME` for the three famil
 formats prompts in Python rather than in a chat template (`python:alpaca`, `python:vicuna`,
 `python:baichuan2`): `PYTHON_REFERENCES` below transcribes that code, line for line. The template is rendered with transformers' own
 `render_jinja_template` (the sandbox `apply_chat_template` uses), with `strftime_now` frozen at
-FROZEN_NOW, over `dojo.chat.conversations.conversation_cases()`. The result is written to
+FROZEN_NOW, over `dojo.chat.conversations.conversation_cases(family)` (the shared set plus
+the family's own cases). The result is written to
 `tests/fixtures/chat/<family>.json`:
 
     {"family", "frozen_now", "source": {"repo", "path", "commit", "sha256"},
@@ -192,7 +193,7 @@ def build_fixture(args: argparse.Namespace) -> dict:
     skipped = dict(item.partition("=")[::2] for item in args.skip or [])
     cases = [
         render_case(args.official, template, c, special_tokens)
-        for c in conversation_cases()
+        for c in conversation_cases(args.family)
         if c["name"] not in skipped
     ]
     return {

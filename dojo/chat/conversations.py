@@ -3,7 +3,9 @@
 Each case is a dict: `name`, `messages`, `add_generation_prompt`, and optionally `tools` and
 `kwargs` (extra template variables such as `enable_thinking`). The set covers what breaks
 templates in practice: system prompts, multi-turn, generation prompts, tools and tool results,
-reasoning, Unicode, whitespace, empty content and roles a family does not accept.
+reasoning, Unicode, whitespace, empty content and roles a family does not accept. A family
+whose vendor has a convention of its own that the shared set cannot reach (GLM-4 reads tools from
+a key on a message, not from the `tools` argument) adds cases in `FAMILY_CASES`.
 """
 
 from __future__ import annotations
@@ -226,9 +228,42 @@ def _cases() -> list[dict]:
     ]
 
 
-def conversation_cases() -> list[dict]:
-    """A fresh deep copy of the shared cases (templates and callers may not mutate the originals)."""
-    return copy.deepcopy(_cases())
+def _glm4_cases() -> list[dict]:
+    """GLM-4's own tool convention (THUDM's demos): tools ride on a message's `tools` key, the
+    assistant names the function in `metadata` and writes the arguments as its content, and the
+    result comes back with the role `observation`."""
+    all_kinds = [WEATHER_TOOL, {"type": "python"}, {"type": "simple_browser"}, {"type": "cogview"}]
+    tools_system = {"role": "system", "content": "", "tools": all_kinds}
+    call = {"role": "assistant", "metadata": "get_weather", "content": '{"city": "Paris"}'}
+    observation = {"role": "observation", "content": TOOL_RESULT["content"]}
+    return [
+        _case("glm4_message_tools_prompt", [tools_system, WEATHER_Q], gen=True),
+        _case(
+            "glm4_message_tools_round_trip",
+            [{**tools_system, "tools": [WEATHER_TOOL]}, WEATHER_Q, call, observation, WEATHER_A],
+        ),
+        _case(
+            "glm4_observation_generation_prompt",
+            [{**tools_system, "tools": [WEATHER_TOOL]}, WEATHER_Q, call, observation],
+            gen=True,
+        ),
+        _case(
+            "glm4_tools_on_a_user_message",
+            [{**WEATHER_Q, "tools": [{"type": "retrieval"}, WEATHER_TOOL]}],
+            gen=True,
+        ),
+    ]
+
+
+# Family name -> its extra cases, rendered into that family's fixture after the shared set.
+FAMILY_CASES = {"glm-4": _glm4_cases}
+
+
+def conversation_cases(family: str | None = None) -> list[dict]:
+    """A fresh deep copy of the shared cases, plus `family`'s own cases when it has some
+    (templates and callers may not mutate the originals)."""
+    extra = FAMILY_CASES[family]() if family in FAMILY_CASES else []
+    return copy.deepcopy(_cases() + extra)
 
 
 def example_conversation() -> list[dict]:

@@ -70,7 +70,11 @@ def _generation_prompt(fam: Family) -> str:
 
 def _tools(fam: Family) -> str:
     text = _try(fam.name, [_USER], gen=True, tools=[WEATHER_TOOL])
-    return "yes" if text and "get_weather" in text else "no"
+    if text and "get_weather" in text:
+        return "yes"
+    # GLM-4's convention: the tools ride on a message, and the `tools` argument is ignored.
+    text = _try(fam.name, [{**_USER, "tools": [WEATHER_TOOL]}], gen=True)
+    return "yes, from a `tools` key on a message" if text and "get_weather" in text else "no"
 
 
 def _reasoning(fam: Family) -> str:
@@ -126,7 +130,8 @@ def table_row(fam: Family) -> str:
 INTRO = """# Chat templates
 
 One Jinja file per model family. Each renders **byte-identical** to the vendor's official
-template (proved over {n_cases} conversations per family in `tests/fixtures/chat/<family>.json`,
+template (proved over {n_cases} shared conversations per family, plus family-specific ones where a
+vendor has a convention of its own, in `tests/fixtures/chat/<family>.json`,
 rendered from the official templates in transformers' own sandbox), and wraps every assistant
 reply and its end-of-turn token in `{{% generation %}}` so `return_assistant_tokens_mask=True`
 and TRL's `assistant_only_loss=True` train on exactly the tokens the model must produce.
