@@ -304,6 +304,26 @@ def test_generation_stops_at_eos():
     assert out.shape[1] == 4 and out[0, -1].item() == first
 
 
+def test_time_generation_times_both_arms_and_checks_they_agree():
+    from dojo.models.kv_cache import time_generation
+
+    ours = Transformer(
+        TransformerConfig(vocab_size=50, hidden_size=32, num_attention_heads=2, num_hidden_layers=1)
+    )
+    seconds = time_generation(ours, ids(batch=1, seq=3, vocab=50), [2, 5], repeats=1)
+    assert set(seconds) == {"with cache", "without cache"}
+    assert all(len(v) == 2 and min(v) > 0 for v in seconds.values())
+
+    class Broken(Transformer):  # a cache that changes the output must be caught
+        def generate(self, prompt, n, use_cache=True):
+            out = super().generate(prompt, n, use_cache=use_cache)
+            return out + int(use_cache)
+
+    broken = Broken(ours.config)
+    with pytest.raises(AssertionError, match="differ with and without the cache"):
+        time_generation(broken, ids(batch=1, seq=3, vocab=50), [2], repeats=1)
+
+
 def test_sampling_filters_match_hf():
     logits = torch.randn(4, 50)
     torch.testing.assert_close(top_k_filter(logits, 7), TopKLogitsWarper(7)(None, logits.clone()))

@@ -9,6 +9,7 @@ from dojo.models.bpe import (
     bytes_to_unicode,
     compression_ratio,
     library_byte_rank,
+    library_merges,
     train_bpe,
     train_tokenizer,
 )
@@ -42,6 +43,8 @@ def test_merges_equal_the_library(ours, library):
     ]
     assert len(mine) == 120
     assert mine == theirs
+    # The helpers the notebook uses say the same.
+    assert ours.merge_strings() == mine and library_merges(library) == theirs
 
 
 def test_encoding_equals_the_library(ours, library):

@@ -12,6 +12,7 @@ tests check that merge for merge.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -84,6 +85,14 @@ class ByteBPE:
         vocab = self.vocab
         return b"".join(vocab[i] for i in ids).decode("utf-8", errors="replace")
 
+    def merge_strings(self) -> list[tuple[str, str]]:
+        """The merges written as `tokenizers` writes them: each byte as GPT-2's printable character."""
+        chars, vocab = bytes_to_unicode(), self.vocab
+        return [
+            ("".join(chars[x] for x in vocab[a]), "".join(chars[x] for x in vocab[b]))
+            for a, b in self.merges
+        ]
+
 
 def merge_pair(word: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
     """Replace each non-overlapping occurrence of `pair` in `word` (left to right) by `new_id`."""
@@ -138,6 +147,13 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, special_tokens: Itera
     )
     tok.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok)
+
+
+def library_merges(tokenizer) -> list[tuple[str, str]]:
+    """The merges of a `tokenizers` BPE (or a transformers fast tokenizer around one), in order."""
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    merges = json.loads(backend.to_str())["model"]["merges"]
+    return [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
 
 
 def compression_ratio(encode: Callable[[str], list[int]], text: str) -> float:

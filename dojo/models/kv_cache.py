@@ -34,3 +34,30 @@ class KVCache:
             self.keys[layer_idx] = torch.cat([self.keys[layer_idx], k], dim=2)
             self.values[layer_idx] = torch.cat([self.values[layer_idx], v], dim=2)
         return self.keys[layer_idx], self.values[layer_idx]
+
+
+def time_generation(
+    model, prompt: torch.Tensor, lengths: list[int], repeats: int = 3
+) -> dict[str, list[float]]:
+    """Best-of-`repeats` seconds of greedy `model.generate` for each length, with and without cache.
+
+    Arms alternate call by call, so a busy machine slows both alike; taking the fastest repeat
+    drops the calls another process interrupted. Raises if the two arms disagree on any token
+    (with greedy decoding the cache must not change the output).
+    """
+    import time
+
+    seconds: dict[str, list[float]] = {"with cache": [], "without cache": []}
+    for n in lengths:
+        best = {name: float("inf") for name in seconds}
+        outputs = {}
+        for _ in range(repeats):
+            for name in seconds:
+                start = time.perf_counter()
+                outputs[name] = model.generate(prompt, n, use_cache=name == "with cache")
+                best[name] = min(best[name], time.perf_counter() - start)
+        if not torch.equal(outputs["with cache"], outputs["without cache"]):
+            raise AssertionError(f"time_generation: {n} tokens differ with and without the cache")
+        for name in seconds:
+            seconds[name].append(best[name])
+    return seconds
