@@ -1,6 +1,13 @@
-"""The LLM judge over real HTTP on loopback: the dojo.infer server (dojo-tiny as the judge) and a
-scripted judge served by `http.server`, whose verdicts are rules we control (a fair judge, one
-that always prefers the first answer, one that fails before answering). No HTTP mocks."""
+"""The LLM judge over real HTTP on loopback. No HTTP mocks.
+
+- A scripted judge served by `http.server`, whose verdicts are rules we control (a fair judge,
+  one that always prefers the first answer, one that fails before answering, one that never
+  gives a verdict): parsing, retries, back-off and errors.
+- The dojo.infer server with dojo-tiny as the judge (whatever it says is a verdict or a
+  recorded parse error), and with `ScriptedModel` judges (fair, and biased to the first
+  position) so that the pairwise flip and the bias correction are checked on known verdicts
+  through the whole real path: chat template, `model.generate`, HTTP, the `openai` client.
+"""
 
 import json
 import re
@@ -270,3 +277,67 @@ def test_dojo_infer_server_refusals_surface_as_judge_errors(tiny_server):
     with pytest.raises(JudgeError, match="HTTP 401") as info:
         Judge(base_url=tiny_server, api_key="wrong-key", model="tiny").ask("hi")
     assert SECRET not in str(info.value)
+
+
+# ---------------------------------------------- scripted judges served by the dojo.infer server
+
+
+def fair_rules(prompt: str) -> str:
+    """A judge that checks the sum: the answer (or answer A) holding 113 is the better one."""
+    if "[Answer A]" not in prompt:
+        answer = prompt.split("[Answer]")[-1]
+        return "The sum is right. Rating: [[9]]" if "113" in answer else "Wrong. Rating: [[2]]"
+    a = prompt.split("[Answer A]")[-1].split("[Answer B]")[0]
+    return "A has the right sum. [[A]]" if "113" in a else "B has the right sum. [[B]]"
+
+
+def first_rules(prompt: str) -> str:
+    """A judge with total position bias: whatever is shown first wins."""
+    return "The first answer reads better. [[A]]"
+
+
+@pytest.fixture(scope="module")
+def scripted_server():
+    """Two scripted judges behind two real dojo.infer servers (chat template, generate, SSE)."""
+    from transformers import AutoTokenizer
+
+    from dojo.eval.scripted import ScriptedModel
+    from dojo.infer.serve import running
+
+    tokenizer = AutoTokenizer.from_pretrained(paths.TINY_MODEL)
+    fair = ScriptedModel(tokenizer, fair_rules)
+    first = ScriptedModel(tokenizer, first_rules)
+    with (
+        running(fair, tokenizer=tokenizer, model_name="fair-rules") as fair_url,
+        running(first, tokenizer=tokenizer, model_name="first-rules") as first_url,
+    ):
+        yield {"fair": fair_url, "first": first_url}
+
+
+def test_pairwise_flips_with_the_order_on_the_dojo_infer_server(scripted_server):
+    j = Judge(base_url=scripted_server["fair"], max_tokens=32, backoff=0.01)
+    assert j.resolve_model() == "fair-rules"
+    assert j.grade(QUESTION, RIGHT).score == 9 and j.grade(QUESTION, WRONG).score == 2
+    p = j.compare(QUESTION, RIGHT, WRONG)
+    # the raw verdict follows the right answer from A to B when the order is swapped ...
+    assert (p.first, p.swapped) == ("A", "B")
+    assert p.replies == ("A has the right sum. [[A]]", "B has the right sum. [[B]]")
+    # ... and the winner, named by answer rather than position, stays the same
+    assert (p.winner, p.consistent) == ("1", True)
+    q = j.compare(QUESTION, WRONG, RIGHT)
+    assert (q.first, q.swapped, q.winner, q.consistent) == ("B", "A", "2", True)
+
+
+def test_position_bias_is_corrected_on_the_dojo_infer_server(scripted_server):
+    biased = Judge(base_url=scripted_server["first"], max_tokens=32, backoff=0.01)
+    p = biased.compare(QUESTION, RIGHT, WRONG)
+    assert (p.first, p.swapped, p.winner, p.consistent) == ("A", "A", "tie", False)
+    report = compare_many(biased, [QUESTION] * 2, [RIGHT, WRONG], [WRONG, RIGHT])
+    assert report["first_position_rate"] == 1.0 and report["inconsistent"] == 2
+    assert (report["wins_1"], report["wins_2"], report["ties"]) == (0, 0, 2)
+    fair = compare_many(
+        Judge(base_url=scripted_server["fair"], max_tokens=32), [QUESTION] * 2,
+        [RIGHT, WRONG], [WRONG, RIGHT],
+    )  # fmt: skip
+    assert (fair["wins_1"], fair["wins_2"], fair["inconsistent"]) == (1, 1, 0)
+    assert fair["first_position_rate"] == 0.5

@@ -8,7 +8,17 @@ import torch
 from rouge_score import rouge_scorer
 
 from dojo import paths
-from dojo.eval import bleu, chrf, perplexity, preference_accuracy, rouge, ter, text_scores
+from dojo.eval import (
+    bleu,
+    chrf,
+    exact_match,
+    perplexity,
+    preference_accuracy,
+    rouge,
+    task_accuracy,
+    ter,
+    text_scores,
+)
 from dojo.eval.perplexity import windows
 from dojo.eval.preference import completion_ids, reply_logps
 
@@ -237,3 +247,36 @@ def test_preference_accuracy_reads_a_shipped_file(tiny_model, tiny_tokenizer):
     result = preference_accuracy(tiny_model, tiny_tokenizer, path, max_samples=8)
     assert result.pairs == 8
     assert 0.0 <= result.logp_accuracy <= 1.0
+
+
+# ------------------------------------------------------------------ exact match
+
+
+def test_exact_match_by_hand():
+    replies = [
+        "26 + 87 = 113",  # last number: 113, right
+        "<answer>66</answer> (I first thought 65)",  # the tag wins over later numbers
+        "It is 103.",  # wrong number
+        "The larger one is 38, not 19",  # last number is 19: wrong by the extraction rule
+        "",  # nothing to extract
+    ]
+    answers = ["113", 66, "112", "38", "7"]
+    result = exact_match(replies, answers)
+    assert [e["extracted"] for e in result.examples] == ["113", "66", "103", "19", None]
+    assert [e["correct"] for e in result.examples] == [True, True, False, False, False]
+    assert (result.correct, result.total, result.accuracy) == (2, 5, 0.4)
+    with pytest.raises(ValueError, match="2 replies but 1 answers"):
+        exact_match(["1", "2"], ["1"])
+
+
+def test_task_accuracy_scores_the_greedy_replies(tiny_model, tiny_tokenizer):
+    from dojo.infer.generate import generate_replies
+
+    prompts = [[{"role": "user", "content": q}] for q in ("Add 26 and 87.", "What is 6 * 11?")]
+    replies = generate_replies(tiny_model, tiny_tokenizer, prompts, max_new_tokens=16)
+    # the first answer is whatever the model says (right by construction), the second cannot be
+    answers = [exact_match(replies[:1], ["x"]).examples[0]["extracted"], "not a number"]
+    result = task_accuracy(tiny_model, tiny_tokenizer, prompts, answers, max_new_tokens=16)
+    assert [e["reply"] for e in result.examples] == replies
+    assert [e["prompt"] for e in result.examples] == ["Add 26 and 87.", "What is 6 * 11?"]
+    assert result.accuracy == (0.5 if answers[0] is not None else 0.0)

@@ -158,3 +158,58 @@ def test_cli_writes_the_report(sft_run, tmp_path, capsys):
         and "pref_reward_accuracy" not in results["models"][0]["metrics"]
     )
     assert main(["--runs", str(tmp_path / "missing")]) == 2
+
+
+def judge_rules(prompt: str) -> str:
+    """A scripted judge: no verdict for "Add ..." questions, a 6 for every other answer."""
+    question = prompt.split("[Question]")[-1].split("[Answer]")[0].strip()
+    return "Hmm, hard to say." if question.startswith("Add") else "Fine. Rating: [[6]]"
+
+
+def test_report_with_a_judge_that_cannot_always_be_parsed_or_reached(sft_run, tmp_path):
+    import socket
+
+    from transformers import AutoTokenizer
+
+    from dojo.eval.judge import Judge
+    from dojo.eval.scripted import ScriptedModel
+    from dojo.infer.serve import running
+
+    runs, _, _, _ = sft_run
+    tokenizer = AutoTokenizer.from_pretrained(paths.TINY_MODEL)
+    generation = DATA / "sft" / "arithmetic_eval.jsonl"  # 4 records: Add, What is, Add, Compute
+    with running(ScriptedModel(tokenizer, judge_rules), tokenizer=tokenizer) as url:
+        judge = Judge(base_url=url, max_tokens=16, backoff=0.01)
+        suite = EvalSuite.from_files(
+            generation=generation, max_samples=4, max_new_tokens=8, judge=judge
+        )
+        results = evaluate_runs(runs, paths.TINY_MODEL, suite, tmp_path / "judged")
+    for row in results["models"]:
+        assert row["metrics"]["judge_score"] == 6.0  # the two parsed grades
+        assert {"bleu", "chrf", "rouge1"} <= set(row["metrics"])  # text metrics stand
+        assert row["errors"]["judge"].startswith("2 of 4 judge replies had no verdict")
+        assert "Hmm, hard to say." in row["errors"]["judge"]
+        assert [s["judge_score"] for s in row["samples"]] == [None, 6.0, None]
+    table = (tmp_path / "judged" / "evaluation_results.md").read_text()
+    assert "judge_score" in table.splitlines()[0] and "had no verdict" in table
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/v1"  # nothing listens there
+    gone = Judge(base_url=closed, model="m", max_retries=0, timeout=5)
+    suite = EvalSuite.from_files(generation=generation, max_samples=2, max_new_tokens=8)
+    suite.judge = gone
+    results = evaluate_runs(runs, paths.TINY_MODEL, suite, tmp_path / "unreachable")
+    for row in results["models"]:
+        assert "judge_score" not in row["metrics"] and "bleu" in row["metrics"]
+        assert closed in row["errors"]["judge"] and "dojo.infer serve" in row["errors"]["judge"]
+    assert (tmp_path / "unreachable" / "comparison.png").exists()
+
+
+def test_cli_judge_flags_need_an_endpoint(monkeypatch, tmp_path, capsys):
+    from dojo.eval.__main__ import main
+
+    for name in ("DOJO_JUDGE_BASE_URL", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["--runs", str(tmp_path), "--judge"]) == 2
+    assert "set DOJO_JUDGE_BASE_URL" in capsys.readouterr().err

@@ -2,15 +2,17 @@
 
 - `dojo.eval.perplexity`: sliding-window perplexity on texts or assistant tokens only.
 - `dojo.eval.text`: BLEU, chrF, TER (sacrebleu, `zh` tokenizer for Chinese), ROUGE-1/2/L.
-- `dojo.eval.accuracy`: exact-match accuracy on verifiable tasks (`task_accuracy`).
+- `dojo.eval.accuracy`: exact-match accuracy on verifiable tasks (`exact_match`,
+  `task_accuracy`).
 - `dojo.eval.preference`: chosen-over-rejected accuracy by log-prob and by DPO implicit reward.
 - `dojo.eval.judge`: LLM-as-judge over any OpenAI-compatible endpoint (grades, pairwise).
+- `dojo.eval.scripted`: `ScriptedModel`, a model with scripted replies, to test a judge pipeline.
 - `dojo.eval.suite`: fixed eval sets and the metrics run on them, for any model.
 - `dojo.eval.callback`: `EvalCallback`, the suite every N training steps, logged with the loss.
 - `dojo.eval.report`: `python -m dojo.eval --runs runs/`: JSON, Markdown table and plots.
 """
 
-from dojo.eval.accuracy import AccuracyResult, task_accuracy
+from dojo.eval.accuracy import AccuracyResult, exact_match, task_accuracy
 from dojo.eval.judge import Judge, JudgeError, JudgeParseError, JudgeUnavailable
 from dojo.eval.perplexity import PerplexityResult, perplexity
 from dojo.eval.preference import PreferenceResult, preference_accuracy
@@ -29,6 +31,7 @@ __all__ = [
     "PreferenceResult",
     "bleu",
     "chrf",
+    "exact_match",
     "perplexity",
     "preference_accuracy",
     "rouge",

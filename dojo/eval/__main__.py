@@ -26,7 +26,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--generation", help="conversations whose last reply is the BLEU/ROUGE reference"
     )
+    p.add_argument(
+        "--judge",
+        action="store_true",
+        help="grade the generations with an LLM judge configured by DOJO_JUDGE_BASE_URL, "
+        "DOJO_JUDGE_MODEL and DOJO_JUDGE_API_KEY (adds judge_score)",
+    )
+    p.add_argument("--judge-base-url", help="the judge's endpoint (overrides DOJO_JUDGE_BASE_URL)")
+    p.add_argument("--judge-model", help="the judge's model (overrides DOJO_JUDGE_MODEL)")
     return p
+
+
+def make_judge(a: argparse.Namespace):
+    """The Judge the flags ask for, or None; the API key only ever comes from the environment."""
+    if not (a.judge or a.judge_base_url or a.judge_model):
+        return None
+    from dojo.eval.judge import Judge
+
+    overrides = {"base_url": a.judge_base_url, "model": a.judge_model}
+    return Judge.from_env(**{k: v for k, v in overrides.items() if v})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         preference=a.preference,
         generation=a.generation,
     )
-    settings = {"max_new_tokens": a.max_new_tokens}
+    from dojo.eval.judge import JudgeError
+
+    try:
+        judge = make_judge(a)
+    except JudgeError as e:
+        print(f"dojo.eval: {e}", file=sys.stderr)
+        return 2
+    settings = {"max_new_tokens": a.max_new_tokens, "judge": judge}
     if any(sets.values()):
         suite = EvalSuite.from_files(**sets, max_samples=a.max_samples, **settings)
     else:

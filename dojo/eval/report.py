@@ -1,6 +1,7 @@
 """The evaluation report: every run folder and the base model on the same eval sets.
 
     python -m dojo.eval --runs runs/ [--base data/models/dojo-tiny] [--out runs/evaluation]
+    DOJO_JUDGE_BASE_URL=http://127.0.0.1:8000/v1 python -m dojo.eval --runs runs/ --judge
 
 writes `evaluation_results.json`, `evaluation_results.md` (one table of metrics, one of
 training figures) and `comparison.png`.
@@ -14,7 +15,8 @@ Notable choices:
   `trainer_state.json` of the run folder or its newest checkpoint, else `metrics.jsonl` and
   `summary.json`.
 - A run that cannot be evaluated (no model, a broken folder, an eval set with missing columns)
-  gets its error in the results and the table; the others are still evaluated.
+  gets its error in the results and the table; the others are still evaluated. So do judge
+  replies without a verdict (left out of `judge_score`) and an unreachable judge.
 """
 
 from __future__ import annotations
@@ -179,6 +181,7 @@ def evaluate_runs(
 
 METRIC_ORDER = [
     "accuracy",
+    "judge_score",
     "perplexity",
     "pref_logp_accuracy",
     "pref_margin",

@@ -10,7 +10,11 @@ Parts and the metrics they give (all flat keys, so they sit in a table or a trai
 - `preference`: prompt / chosen / rejected -> `pref_logp_accuracy`, `pref_margin`, and with a
   reference model `pref_reward_accuracy`, `pref_reward_margin`, `dpo_loss`
 - `generation`: (prompt, reference reply) pairs -> `bleu`, `chrf`, `ter`, `rouge1/2/L`, and
-  the first few generations as samples
+  the first few generations as samples; with a `judge` (`dojo.eval.judge.Judge`) also
+  `judge_score`, the judge's mean 1-10 grade of the generated replies (the reference reply is
+  shown to the judge). Replies the judge's answer could not be parsed for are left out of the
+  mean and counted in the `judge` error; an unreachable judge is an error of its own, and the
+  text metrics stand either way.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ class EvalSuite:
     stride: int | None = None
     beta: float = 0.1  # DPO's beta for the implicit reward
     n_samples: int = 3  # generations kept as samples
+    judge: object | None = None  # a dojo.eval.judge.Judge grading the generations, or None
     load_errors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -170,4 +175,27 @@ class EvalSuite:
             {"prompt": p[-1]["content"], "reply": r, "reference": ref}
             for p, r, ref in list(zip(prompts, replies, references))[: self.n_samples]
         ]
-        return text_scores(replies, list(references))
+        metrics = text_scores(replies, list(references))
+        if self.judge is not None:
+            metrics |= self._judge(prompts, replies, references, out)
+        return metrics
+
+    def _judge(self, prompts, replies, references, out: EvalOutput) -> dict:
+        """The judge's mean grade of `replies`; what went wrong goes to `out.errors['judge']`."""
+        from dojo.eval.judge import JudgeError, grade_many
+
+        questions = [p[-1]["content"] for p in prompts]
+        try:
+            graded = grade_many(self.judge, questions, replies, list(references))
+        except JudgeError as e:  # unreachable, or it refused the request: no grades at all
+            out.errors["judge"] = str(e)
+            return {}
+        for sample, item in zip(out.samples, graded["items"]):
+            sample["judge_score"] = item["score"]
+        if graded["failed"]:
+            first = next(i["error"] for i in graded["items"] if i["score"] is None)
+            out.errors["judge"] = (
+                f"{graded['failed']} of {len(replies)} judge replies had no verdict and were "
+                f"left out of judge_score; the first: {first}"
+            )
+        return {"judge_score": graded["mean_score"]} if graded["graded"] else {}
