@@ -228,7 +228,7 @@ def build(out_dir: Path, recipe: TinyRecipe) -> dict:
         "tokens_seen": recipe.steps * recipe.batch_size * recipe.seq_len,
         "prose_tokens": len(streams[1]),
         "arithmetic_tokens": len(streams[0]),
-        "final_loss": sum(losses[-50:]) / 50,
+        "final_loss": sum(losses[-50:]) / len(losses[-50:]),
         "raw_addition_accuracy": raw_arithmetic_accuracy(model, tokenizer),
         "raw_addition_accuracy_by_step": accuracy_curve,
         "wall_time_s": round(time.time() - start, 1),
@@ -266,6 +266,11 @@ def write_card(model_dir: Path, sft: dict | None = None) -> str:
         minutes=stats["wall_time_s"] / 60,
         rows=rows,
         sft=_sft_lines(record.get("sft_check")),
+        curve=", ".join(
+            f"{step}: {acc:.0%}"
+            for step, acc in stats.get("raw_addition_accuracy_by_step", {}).items()
+        )
+        or "not recorded",
         **recipe,
     )
     (model_dir / "README.md").write_text(card)
@@ -278,7 +283,7 @@ def _sft_lines(sft: dict | None) -> str:
     return (
         f"`python -m dojo.train` (the default recipe: SFT on `data/sft/arithmetic_train.jsonl`, "
         f"{sft['steps']} steps) raised exact-match accuracy on {sft['eval_problems']} held-out "
-        f"problems from **{sft['accuracy_before'] * 100:.1f}% to {sft['accuracy_after'] * 100:.1f}%** "
+        f"arithmetic problems (`data/prompts/arithmetic_eval.jsonl`) from **{sft['accuracy_before'] * 100:.1f}% to {sft['accuracy_after'] * 100:.1f}%** "
         f"({(sft['accuracy_after'] - sft['accuracy_before']) * 100:+.1f} points) in "
         f"{sft['wall_time_s']:.0f} s on {sft['machine']}."
     )
@@ -337,7 +342,9 @@ Final training loss (mean of the last 50 steps): **{loss:.3f}**. The per-step lo
 
 ## What it can do
 
-- Raw continuation of held-out `a + b =` prompts (greedy): **{raw:.1f}%** correct.
+- Raw continuation of held-out `a + b =` prompts (greedy): **{raw:.1f}%** correct. During
+  pretraining it rose like this (step: accuracy on 100 problems), a late jump typical of
+  small models learning an algorithm rather than memorising: {curve}.
 - In chat format, before any fine-tuning, it does not know to answer and stop. {sft}
 
 ## Recipe
@@ -351,6 +358,37 @@ Final training loss (mean of the last 50 steps): **{loss:.3f}**. The per-step lo
 A few million parameters trained on a few hundred kilobytes of text: its prose is fluent for a
 sentence or two and then drifts, it knows no facts worth trusting, and its Chinese is weaker than
 its English. Use it to learn and to test code, never to answer questions.
+"""
+
+
+CHAT_CARD = """---
+license: apache-2.0
+language: [en, zh]
+pipeline_tag: text-generation
+base_model: dojo-tiny
+---
+
+# dojo-tiny-chat
+
+dojo-tiny (see `../dojo-tiny/README.md`) after LLM Dojo's default supervised fine-tuning recipe:
+it answers arithmetic questions in the ChatML format and stops with `<|im_end|>`. It is the
+starting point of the preference (DPO, KTO, ORPO, SimPO) and GRPO chapters, which need a model
+that already follows the chat format.
+
+## Remake it
+
+```bash
+python -m dojo.models.tiny --chat   # runs `python -m dojo.train` (the default recipe) on dojo-tiny
+```
+
+## What SFT did
+
+{sft}
+
+The recipe is the default of `dojo.train` (`python -m dojo.train --help` prints it): full
+fine-tuning, assistant-only loss, on `data/sft/arithmetic_train.jsonl`; the accuracy is scored on
+`data/prompts/arithmetic_eval.jsonl` (addition, subtraction, multiplication and comparison;
+the first 200 problems), whose problems appear in no training file.
 """
 
 
@@ -403,33 +441,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-CHAT_CARD = """---
-license: apache-2.0
-language: [en, zh]
-pipeline_tag: text-generation
-base_model: dojo-tiny
----
-
-# dojo-tiny-chat
-
-dojo-tiny (see `../dojo-tiny/README.md`) after LLM Dojo's default supervised fine-tuning recipe:
-it answers arithmetic questions in the ChatML format and stops with `<|im_end|>`. It is the
-starting point of the preference (DPO, KTO, ORPO, SimPO) and GRPO chapters, which need a model
-that already follows the chat format.
-
-## Remake it
-
-```bash
-python -m dojo.models.tiny --chat   # runs `python -m dojo.train` (the default recipe) on dojo-tiny
-```
-
-## What SFT did
-
-{sft}
-
-The recipe is the default of `dojo.train` (`python -m dojo.train --help` prints it): full
-fine-tuning, assistant-only loss, on `data/sft/arithmetic_train.jsonl`; the accuracy is scored on
-`data/sft/arithmetic_eval.jsonl`, whose problems appear in no training file.
-"""
