@@ -17,7 +17,7 @@ from dojo import paths
 from dojo.infer.__main__ import main
 from dojo.infer.chat import chat_loop, fit_context, set_option
 from dojo.infer.generate import ReplyStream, SamplingOptions, generate_replies
-from dojo.infer.load import adapter_base, load_for_inference
+from dojo.infer.load import adapter_base, load_for_inference, resolve_model
 
 HELLO = [{"role": "user", "content": "What is 12 + 7?"}]
 
@@ -168,6 +168,15 @@ def test_load_errors_are_clear(tmp_path):
         load_for_inference(adapter=adapter)
     with pytest.raises(FileNotFoundError, match="looks like a PEFT adapter"):
         load_for_inference(adapter)
+
+
+def test_repo_relative_model_paths_resolve_from_any_folder(monkeypatch, tmp_path):
+    """Recipes and run folders say `data/models/dojo-tiny`; notebooks run in `notebooks/`."""
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model("data/models/dojo-tiny") == paths.TINY_MODEL
+    assert resolve_model("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"  # hub id
+    with pytest.raises(FileNotFoundError, match="model folder data/models/nope not found"):
+        resolve_model("data/models/nope")
 
 
 def test_cli_generate_streams_one_and_batches_several(capsys, loaded):

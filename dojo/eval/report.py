@@ -114,16 +114,20 @@ def _config(run_dir: Path) -> dict:
 
 
 def _load(model_path, loaded: dict):
-    """(model, tokenizer) for a model folder or adapter folder, cached by path."""
-    from dojo.infer.load import load_for_inference
+    """(model, tokenizer) for a model folder, hub id or adapter folder, cached by path."""
+    from dojo.infer.load import load_for_inference, resolve_model
 
-    key = str(Path(model_path).resolve())
-    if key not in loaded:
-        path = Path(model_path)
-        if (path / "adapter_config.json").exists():
-            loaded[key] = load_for_inference(adapter=path, device="cpu" if _cpu() else None)
-        else:
-            loaded[key] = load_for_inference(path, device="cpu" if _cpu() else None)
+    device = "cpu" if _cpu() else None
+    path = Path(model_path)
+    if (path / "adapter_config.json").exists():
+        key = str(path.resolve())
+        if key not in loaded:
+            loaded[key] = load_for_inference(adapter=path, device=device)
+    else:
+        resolved = resolve_model(model_path)  # repo-relative paths of recipes work anywhere
+        key = str(resolved)
+        if key not in loaded:
+            loaded[key] = load_for_inference(resolved, device=device)
     return loaded[key]
 
 
@@ -139,12 +143,19 @@ def evaluate_model(name: str, model_path, suite: EvalSuite, ref_path=None, cache
     row = {"name": name, "path": str(model_path), "metrics": {}, "samples": [], "errors": {}}
     try:
         model, tokenizer = _load(model_path, cache)
-        ref = _load(ref_path, cache)[0] if ref_path and Path(ref_path).exists() else None
     except (OSError, ValueError) as e:
         row["errors"]["model"] = f"{type(e).__name__}: {e}"
         return row
+    ref, ref_error = None, None
+    if ref_path and suite.preference is not None:
+        try:
+            ref = _load(ref_path, cache)[0]
+        except (OSError, ValueError) as e:  # the other metrics do not need it
+            ref_error = f"{type(e).__name__}: {e}; implicit-reward metrics left out"
     out = suite.run(model, tokenizer, ref_model=ref)
     row.update(metrics=out.metrics, samples=out.samples, errors=out.errors)
+    if ref_error:
+        row["errors"]["reference"] = ref_error
     if ref_path:
         row["reference"] = str(ref_path)
     return row

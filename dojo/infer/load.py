@@ -47,15 +47,22 @@ def looks_like_path(model: str | Path) -> bool:
     )
 
 
-def check_model_path(model: str | Path, named_by: str | None = None) -> None:
-    """A clear FileNotFoundError for a local model folder that is missing or not a model.
+def resolve_model(model: str | Path, named_by: str | None = None) -> str | Path:
+    """`model` as an existing model folder (cwd first, then the repository root) or a hub id.
 
-    Without it, transformers takes a missing folder for a hub id and answers with a puzzling
-    "Repo id must be in the form 'repo_name'" error. Hub ids pass unchecked.
+    Recipes and run folders name shipped models relative to the repository
+    (`data/models/dojo-tiny`), as `dojo.train` resolves them, so a notebook running in
+    `notebooks/` finds them too. A local folder that is missing or holds no model is a clear
+    FileNotFoundError: without it, transformers takes a missing folder for a hub id and answers
+    with a puzzling "Repo id must be in the form 'repo_name'" error. Hub ids pass unchecked.
     """
-    if not looks_like_path(model):
-        return
+    from dojo import paths
+
     path = Path(str(model)).expanduser()
+    if not path.exists() and not path.is_absolute() and (paths.REPO_ROOT / path).exists():
+        path = paths.REPO_ROOT / path
+    if not looks_like_path(model) and not path.exists():
+        return model
     source = f" (named by {named_by})" if named_by else ""
     if not path.exists():
         raise FileNotFoundError(
@@ -71,6 +78,7 @@ def check_model_path(model: str | Path, named_by: str | None = None) -> None:
         raise FileNotFoundError(
             f"{model}: no config.json there{source}, so not a Hugging Face model folder{hint}"
         )
+    return path
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
@@ -90,7 +98,7 @@ def load_tokenizer(model: str | Path, adapter: str | Path | None = None):
 
     source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").exists() else model
     if source is model:
-        check_model_path(model)
+        source = resolve_model(model)
     tokenizer = AutoTokenizer.from_pretrained(source)
     if not tokenizer.chat_template:
         raise ValueError(
@@ -118,7 +126,7 @@ def load_for_inference(
     named_by = None
     if model is None:
         model, named_by = adapter_base(adapter), f"{adapter}/adapter_config.json"
-    check_model_path(model, named_by)
+    model = resolve_model(model, named_by)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = load_tokenizer(model, adapter)
     net = AutoModelForCausalLM.from_pretrained(

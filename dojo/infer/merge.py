@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from dojo.infer.load import adapter_base, check_model_path, load_tokenizer, resolve_dtype
+from dojo.infer.load import adapter_base, load_tokenizer, resolve_dtype, resolve_model
 
 PROBE = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -59,7 +59,7 @@ def load_adapted(
 
     named_by = None if model else f"{adapter}/adapter_config.json"
     model = model or adapter_base(adapter)
-    check_model_path(model, named_by)
+    model = resolve_model(model, named_by)
     tokenizer = load_tokenizer(model, adapter)
     if bits:
         from dojo.adapters.qlora import load_quantized
