@@ -129,3 +129,121 @@ def plot_preference_before_after(before, after, labels=("before", "after")):
     hist.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def pair_logps(model, tokenizer, records: list[dict], completions: str = "pairs") -> dict:
+    """log p(reply | prompt) of each record's chosen and rejected reply, summed and per-token mean.
+
+    Returns tensors `chosen`, `rejected` (sums), `chosen_avg`, `rejected_avg` (means) and the
+    reply lengths in tokens. With `completions="mismatched"`, prompt i is paired with the chosen
+    reply of record i+1 (KTO's reference point) and only `chosen`/`chosen_avg` are meaningful.
+    """
+    from dojo.eval.preference import completion_ids, reply_logps
+
+    prompts = [r["prompt"] for r in records]
+    chosen = [r["chosen"] for r in records]
+    rejected = [r["rejected"] for r in records]
+    if completions == "mismatched":
+        chosen = chosen[1:] + chosen[:1]
+    out = {}
+    for name, replies in (("chosen", chosen), ("rejected", rejected)):
+        sums, means = reply_logps(model, tokenizer, prompts, replies)
+        lengths = [
+            sum(label != -100 for label in completion_ids(tokenizer, p, r)[1])
+            for p, r in zip(prompts, replies)
+        ]
+        out[name] = torch.tensor(sums)
+        out[f"{name}_avg"] = torch.tensor(means)
+        out[f"{name}_len"] = torch.tensor(lengths, dtype=torch.float32)
+    return out
+
+
+def objective_table(
+    policy: dict,
+    ref: dict,
+    kl_policy: dict | None = None,
+    kl_ref: dict | None = None,
+    beta: float = 0.1,
+    simpo_beta: float = 2.0,
+    simpo_gamma: float = 0.5,
+    orpo_beta: float = 0.1,
+):
+    """Each preference objective of `dojo.losses` on the same pairs: loss and how hard it pushes.
+
+    `policy` and `ref` come from `pair_logps`. The push columns are the gradients of the mean
+    loss with respect to each pair's summed log p(chosen) and log p(rejected) (times the number
+    of pairs, so they read per pair): positive "push up chosen" raises the chosen reply,
+    positive "push down rejected" lowers the rejected one, zero means the pair no longer
+    teaches anything. KTO scores chosen as desirable and rejected as undesirable, with its
+    reference point from `kl_policy` / `kl_ref` (`pair_logps(..., "mismatched")`, else 0).
+    """
+    import pandas as pd
+
+    from dojo import losses
+
+    n = len(policy["chosen"])
+    kl = 0.0
+    if kl_policy is not None and kl_ref is not None:
+        kl = losses.kto_kl(kl_policy["chosen"], kl_ref["chosen"])
+
+    def dpo(loss_type):
+        def f(c, r):
+            return losses.dpo_loss(
+                c,
+                r,
+                ref["chosen"],
+                ref["rejected"],
+                beta,
+                loss_type,
+                label_smoothing=0.1 if loss_type == "robust" else 0.0,
+                chosen_lengths=policy["chosen_len"],
+                rejected_lengths=policy["rejected_len"],
+            )
+
+        return f
+
+    def simpo(c, r):  # length-averaged log-probs: the sum divided by the reply length
+        return losses.simpo_loss(
+            c / policy["chosen_len"], r / policy["rejected_len"], simpo_beta, simpo_gamma
+        )
+
+    def orpo(c, r):  # the odds-ratio term only; ORPO adds the SFT loss on chosen
+        return losses.orpo_loss(c / policy["chosen_len"], r / policy["rejected_len"], orpo_beta)
+
+    def kto(c, r):
+        labels = torch.tensor([True] * n + [False] * n)
+        both = losses.kto_loss(
+            torch.cat([c, r]), torch.cat([ref["chosen"], ref["rejected"]]), labels, kl, beta
+        )
+        return both.view(2, n).mean(0)
+
+    objectives = [
+        ("DPO (sigmoid)", "yes", dpo("sigmoid")),
+        ("IPO", "yes", dpo("ipo")),
+        ("hinge (SLiC)", "yes", dpo("hinge")),
+        ("robust DPO (ε=0.1)", "yes", dpo("robust")),
+        ("KTO (unpaired)", "yes", kto),
+        ("SimPO", "no", simpo),
+        ("ORPO (odds-ratio term)", "no", orpo),
+    ]
+    rows = []
+    for name, uses_ref, fn in objectives:
+        c = policy["chosen"].clone().requires_grad_(True)
+        r = policy["rejected"].clone().requires_grad_(True)
+        loss = fn(c, r).mean()
+        grad_c, grad_r = torch.autograd.grad(loss, (c, r))
+        push_up, push_down = -grad_c * n, grad_r * n
+        rows.append(
+            {
+                "objective": name,
+                "reference model": uses_ref,
+                "loss": loss.item(),
+                "push up chosen": push_up.mean().item(),
+                "push down rejected": push_down.mean().item(),
+                "pairs still pushed": ((push_up.abs() + push_down.abs()) > 1e-6)
+                .float()
+                .mean()
+                .item(),
+            }
+        )
+    return pd.DataFrame(rows).set_index("objective")
