@@ -7,9 +7,15 @@ else the caller holds counts. argv[1] is a JSON spec (config, methods, batch, se
 precision, gradient_checkpointing, r, steps, device); the last line printed is a JSON object
 {method: {bytes...}}.
 
-Several methods share one process (imports dominate the run time on a small CPU); each is
-measured against the resident memory just after its own model loaded, and the peak counter is
-reset in between, so what an earlier method left behind does not count.
+Several methods share one process (imports dominate the run time on a small CPU). Each is
+measured from the resident memory just before its own model is built; the peak counter is reset
+once the model stands (so a loading spike does not count) and read after the training steps, so
+`peak` is the model plus everything training added, as the kernel saw it.
+
+Every large tensor should live in anonymous memory, as it would on a GPU: `from_pretrained` on
+CPU leaves float tensors as views into the memory-mapped safetensors file, which keeps the whole
+file mapped (the float32 linear weights that were quantised away included) and pages it in as
+training touches it. The QLoRA path therefore copies those tensors out and lets the mapping go.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import gc
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -74,6 +81,7 @@ def _build(spec: dict, config, folder: str | None):
         from dojo.adapters.qlora import load_quantized, prepare_qlora
 
         model = load_quantized(folder, 4, dtype, device_map=spec["device"])
+        _own_memory(model)
         return prepare_qlora(
             model, r=spec["r"], gradient_checkpointing=spec["gradient_checkpointing"]
         )
@@ -88,6 +96,17 @@ def _build(spec: dict, config, folder: str | None):
             model.enable_input_require_grads()
         model = get_peft_model(model, LoraConfig(r=spec["r"], target_modules="all-linear"))
     return model
+
+
+@torch.no_grad()
+def _own_memory(model) -> None:
+    """Copy float tensors that still point into the mapped checkpoint into memory of their own."""
+    for module in model.modules():
+        for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+            if type(tensor).__name__ in {"Params4bit", "Int8Params"} or tensor.device.type != "cpu":
+                continue
+            tensor.data = tensor.data.clone()
+    gc.collect()
 
 
 def _train(model, spec: dict, vocab: int, steps: int) -> None:
@@ -126,6 +145,7 @@ def measure(spec: dict, method: str, config, folder: str | None) -> dict:
     """Peak bytes of `spec["steps"]` training steps of `method`, counted from its loaded model."""
     cuda = spec["device"].startswith("cuda")
     spec = {**spec, "method": method}
+    start = time.perf_counter()
     _reset_peak()
     if cuda:
         torch.cuda.empty_cache()
@@ -139,18 +159,16 @@ def measure(spec: dict, method: str, config, folder: str | None) -> dict:
     tensors = _tensor_bytes(model)
     del model
     return {
-        "baseline": baseline,
-        "model_loaded": after_load - baseline,  # resident after loading (may hold load residue)
-        "model_tensors": tensors,  # what the loaded model's tensors occupy
-        "peak_raw": peak - baseline,
-        # the model's tensors plus what training added on top of the loaded model
-        "peak": tensors + peak - after_load,
+        "baseline": baseline,  # resident before the model was built (interpreter, libraries)
+        "model_loaded": after_load - baseline,  # resident growth once the model stands
+        "model_tensors": tensors,  # what the model's tensors occupy, by their sizes
+        "peak": peak - baseline,  # the measured peak during training, above the baseline
+        "seconds": round(time.perf_counter() - start, 2),
     }
 
 
 def main() -> None:
-    spec = json.loads(sys.argv[1])
-    torch.set_num_threads(2)
+    spec = json.loads(sys.argv[1])  # threads: torch follows OMP_NUM_THREADS
     config = _config(spec["config"])
     methods = spec["methods"]
     quantized = "qlora" in methods

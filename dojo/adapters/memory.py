@@ -13,7 +13,8 @@ Design choices:
   logits and their log-softmax; with gradient checkpointing only each block's input is kept,
   plus one block recomputed at a time.
 - `measure_peak_memories` checks the planner: it trains a few steps in a fresh subprocess
-  (`dojo.adapters.measure_memory`) and reads the peak resident memory above the pre-model baseline (CPU) or max-allocated (CUDA).
+  (`dojo.adapters.measure_memory`) and reads the peak resident memory above the pre-model
+  baseline (CPU) or max-allocated (CUDA).
 """
 
 from __future__ import annotations
@@ -307,11 +308,11 @@ def measure_peak_memories(
     """Measured peak bytes of a few AdamW training steps per method: {method: {"peak": ...}}.
 
     Runs `python -m dojo.adapters.measure_memory` in a subprocess (so nothing else in this
-    process counts); on CPU it reads the kernel's peak resident set size (VmHWM, reset after
-    warm-up and after loading), on CUDA `torch.cuda.max_memory_allocated`. `peak` is the bytes
-    of the loaded model's tensors plus what training added on top of the loaded model (so
-    loader residue, such as a still-mapped safetensors file or freed load buffers, is not
-    counted); `peak_raw` is the plain peak above the pre-model baseline.
+    process counts). On CPU `peak` is the kernel's peak resident set size (VmHWM) during the
+    training steps minus the resident size just before the model was built; on CUDA it is
+    `torch.cuda.max_memory_allocated` above the allocation before the model. Each method also
+    reports `model_loaded` (resident growth once its model stands), `model_tensors` (the bytes
+    of the model's tensors) and `seconds`.
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
@@ -345,5 +346,5 @@ def measure_peak_memories(
 
 
 def measure_peak_memory(model_config: dict | str | Path, method: str = "full", **kwargs) -> dict:
-    """`measure_peak_memories` for one method: its bytes dict (`peak`, `peak_raw`, ...)."""
+    """`measure_peak_memories` for one method: its bytes dict (`peak`, `model_tensors`, ...)."""
     return measure_peak_memories(model_config, (method,), **kwargs)[method]
