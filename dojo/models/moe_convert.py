@@ -104,6 +104,9 @@ def hf_moe_config(moe: SparseMoE, **overrides):
     """A minimal HF config for `moe`: Mixtral without a shared expert, Qwen2-MoE with one."""
     from transformers import MixtralConfig, Qwen2MoeConfig
 
+    # A standalone block has no model to pick its experts kernel; "eager" is HF's plain loop
+    # (what it falls back to anyway, with a warning, when this is left unset).
+    overrides.setdefault("experts_implementation", "eager")
     if moe.shared_expert is None:
         if not moe.norm_topk_prob:
             raise ValueError(
