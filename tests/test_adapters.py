@@ -46,12 +46,19 @@ def ids(seed: int = 1) -> torch.Tensor:
     return torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(seed))
 
 
-def paired(dora: bool, rslora: bool, targets="all-linear", r: int = 4, alpha: float = 8):
+def paired(
+    dora: bool, rslora: bool, targets="all-linear", r: int = 4, alpha: float = 8, dropout=0.0
+):
     """Our adapters and PEFT's on copies of one model, with identical non-trivial weights."""
     base = tiny_llama()
-    ours = add_lora(copy.deepcopy(base), r, alpha, targets, dora=dora, rslora=rslora)
+    ours = add_lora(copy.deepcopy(base), r, alpha, targets, dropout, dora=dora, rslora=rslora)
     config = LoraConfig(
-        r=r, lora_alpha=alpha, target_modules=targets, use_dora=dora, use_rslora=rslora
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
+        use_dora=dora,
+        use_rslora=rslora,
     )
     theirs = get_peft_model(copy.deepcopy(base), config)
     gen = torch.Generator().manual_seed(2)
@@ -104,6 +111,29 @@ def test_outputs_and_gradients_match_peft(dora, rslora):
     trainable_ours = sum(p.numel() for p in ours.parameters() if p.requires_grad)
     trainable_theirs = sum(p.numel() for p in theirs.parameters() if p.requires_grad)
     assert trainable_ours == trainable_theirs
+
+
+@pytest.mark.parametrize("dora", [False, True], ids=["lora", "dora"])
+def test_dropout_in_training_matches_peft(dora):
+    """Same seed, same dropout masks: with dropout on, the two still agree (DoRA's direction
+    term must see the dropped input, as PEFT's does)."""
+    _, ours, theirs = paired(dora, False, dropout=0.3)
+    x = ids()
+    ours.train(), theirs.train()
+    torch.manual_seed(5)
+    out_ours = ours(input_ids=x, labels=x)
+    torch.manual_seed(5)
+    out_theirs = theirs(input_ids=x, labels=x)
+    torch.testing.assert_close(out_ours.logits, out_theirs.logits, atol=TOL, rtol=0)
+    out_ours.loss.backward()
+    out_theirs.loss.backward()
+    for name, layer in lora_layers(ours).items():
+        peft_layer = theirs.base_model.model.get_submodule(name)
+        torch.testing.assert_close(
+            layer.lora_A.weight.grad, peft_layer.lora_A["default"].weight.grad, atol=TOL, rtol=0
+        )
+    torch.manual_seed(6)
+    assert not torch.allclose(ours(input_ids=x).logits, out_ours.logits)  # dropout is active
 
 
 @pytest.mark.parametrize(("dora", "rslora"), VARIANTS, ids=VARIANT_IDS)

@@ -68,6 +68,26 @@ def test_nf4_matches_bitsandbytes(shape, dtype, double_quant):
     torch.testing.assert_close(mine.float(), theirs.float(), **tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_nf4_dequantize_reads_bitsandbytes_double_quant_state_exactly(dtype):
+    """Our dequantiser, fed bitsandbytes' own double-quantised state, rebuilds its weights bit for bit."""
+    from dojo.adapters import NF4State
+
+    w = weight((128, 256), dtype=dtype)  # 512 blocks of 64: two blocks of 256 absmax constants
+    packed, state = F.quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=True)
+    theirs = F.dequantize_4bit(packed, state)
+    ours = NF4State(
+        packed=packed.view(-1),
+        absmax=state.absmax,  # uint8 indices into the 8-bit dynamic code book
+        shape=w.shape,
+        dtype=dtype,
+        blocksize=64,
+        absmax2=state.state2.absmax,
+        offset=float(state.offset),
+    )
+    assert torch.equal(nf4_dequantize(ours), theirs)
+
+
 def test_nf4_error_is_small_and_storage_is_about_4_bits():
     w = weight((256, 256))
     plain = nf4_quantize(w)
