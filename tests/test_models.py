@@ -1,5 +1,7 @@
 """The from-scratch transformer against Hugging Face: each piece, whole models, both directions."""
 
+import random
+
 import pytest
 import torch
 from transformers import (
@@ -236,6 +238,63 @@ def test_logits_match_hf_both_directions(case):
     back = to_hf(ours)
     assert type(back) is model_cls
     assert (back(x).logits - expected).abs().max() <= TOL
+
+
+FAMILY_CLASSES = {
+    "llama": (LlamaConfig, LlamaForCausalLM),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+    "mistral": (MistralConfig, MistralForCausalLM),
+}
+
+
+def random_dense_case(seed):
+    """A random HF config: family, head counts, GQA ratio, head width, tying, RoPE, biases, window."""
+    rng = random.Random(seed)
+    family = rng.choice(list(FAMILY_CLASSES))
+    heads = rng.choice([2, 4, 8])
+    kv_heads = rng.choice([d for d in (1, 2, 4, 8) if heads % d == 0])
+    head_dim = rng.choice([8, 16])
+    kw = dict(
+        vocab_size=rng.choice([61, 128]),
+        hidden_size=heads * head_dim if family == "qwen2" else rng.choice([32, 48, 64]),
+        intermediate_size=rng.choice([40, 96]),
+        num_hidden_layers=rng.choice([1, 2, 3]),
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=16,
+        tie_word_embeddings=rng.random() < 0.5,
+        rms_norm_eps=rng.choice([1e-6, 1e-5]),
+        rope_parameters={
+            **(rng.choice(list(ROPES.values())) or {"rope_type": "default"}),
+            "rope_theta": rng.choice([10000.0, 500000.0]),
+        },
+    )
+    if family != "qwen2":
+        kw["head_dim"] = head_dim
+    if family == "llama":
+        kw.update(attention_bias=rng.random() < 0.5, mlp_bias=rng.random() < 0.5)
+    if family == "mistral":
+        kw["sliding_window"] = rng.choice([None, 3, 7])
+    config_cls, model_cls = FAMILY_CLASSES[family]
+    return model_cls, config_cls(**kw), rng.randint(4, 24)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_configs_match_hf_logits_and_generation(seed):
+    model_cls, config, seq = random_dense_case(seed)
+    hf = random_hf(model_cls, config, seed)
+    x = ids(seq=seq, vocab=config.vocab_size, seed=seed)
+    expected = hf(x).logits
+    ours = from_hf(hf)
+    assert (ours(x).logits - expected).abs().max() <= TOL, config
+    assert (to_hf(ours)(x).logits - expected).abs().max() <= TOL, config
+    hf.generation_config.eos_token_id = None
+    prompt = x[:, :4]
+    reference = hf.generate(
+        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8, do_sample=False
+    )
+    assert torch.equal(ours.generate(prompt, 8), reference), config
+    assert torch.equal(ours.generate(prompt, 8, use_cache=False), reference), config
 
 
 def test_to_hf_of_a_fresh_model_round_trips():
