@@ -6,6 +6,8 @@ import math
 
 # Metrics where lower is better; the chart says so in its title.
 LOWER_IS_BETTER = {"perplexity", "ter", "dpo_loss"}
+# Metrics that span orders of magnitude between an untuned and a tuned model.
+LOG_SCALE = {"perplexity"}
 
 
 def plot_comparison(rows: list[dict], metrics: list[str] | None = None, ncols: int = 3):
@@ -32,6 +34,8 @@ def plot_comparison(rows: list[dict], metrics: list[str] | None = None, ncols: i
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
         arrow = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
         ax.set_title(f"{metric} ({arrow})", fontsize=9)
+        if metric in LOG_SCALE and all(v > 0 for v in values if not math.isnan(v)):
+            ax.set_yscale("log")
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
