@@ -342,12 +342,14 @@ def test_dojo_models_from_hf_delegates_to_moe():
 # --- the chapter-05 training lab ------------------------------------------------------------
 
 
-def test_naive_dispatch_runs_every_expert_on_every_token():
+def test_naive_dispatch_runs_every_expert_on_every_token(monkeypatch):
+    import dojo.models.moe as moe_module
+
     torch.manual_seed(0)
     moe = SparseMoE(16, 24, 4, 1, dispatch="naive")
     calls = []
-    forward = moe.experts.expert_forward
-    moe.experts.expert_forward = lambda e, x: calls.append(len(x)) or forward(e, x)
+    forward = moe_module.swiglu
+    monkeypatch.setattr(moe_module, "swiglu", lambda x, *w: calls.append(len(x)) or forward(x, *w))
     moe(_x(hidden=16))
     assert calls == [21] * 4  # all 21 tokens through each of the 4 experts
     moe.dispatch, calls[:] = "grouped", []

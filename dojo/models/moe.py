@@ -107,8 +107,15 @@ class ExpertBank(nn.Module):
 
     def expert_forward(self, e: int, x: torch.Tensor) -> torch.Tensor:
         """Expert `e` on the tokens `x` [n, hidden]: down(silu(gate x) * up x)."""
-        gate, up = F.linear(x, self.gate_up_proj[e]).chunk(2, dim=-1)  # [n, intermediate] each
-        return F.linear(F.silu(gate) * up, self.down_proj[e])  # [n, hidden]
+        return swiglu(x, self.gate_up_proj[e], self.down_proj[e])
+
+    def per_expert(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(gate_up [2I, H], down [H, I]) of every expert, split off the 3-D parameters at once.
+
+        One `unbind` per forward rather than one `param[e]` per expert: in backward, indexing
+        allocates a zero gradient of the whole bank for each expert, `unbind` stacks once.
+        """
+        return list(zip(self.gate_up_proj.unbind(0), self.down_proj.unbind(0)))
 
     @torch.no_grad()
     def expert(self, e: int) -> SwiGLU:
@@ -123,6 +130,12 @@ class ExpertBank(nn.Module):
     def extra_repr(self) -> str:
         e, two_i, h = self.gate_up_proj.shape
         return f"experts={e}, hidden={h}, intermediate={two_i // 2}"
+
+
+def swiglu(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    """One expert on tokens x [n, hidden]: down(silu(gate x) * up x), gate/up fused in one matrix."""
+    gate, up = F.linear(x, gate_up).chunk(2, dim=-1)  # [n, intermediate] each
+    return F.linear(F.silu(gate) * up, down)  # [n, hidden]
 
 
 def expert_capacity(num_tokens: int, num_experts: int, top_k: int, capacity_factor: float) -> int:
@@ -155,8 +168,8 @@ def naive_dispatch(
     gates = torch.zeros(x.shape[0], bank.num_experts + 1, dtype=x.dtype, device=x.device)
     gates = gates.scatter_add(1, experts, weights)
     out = torch.zeros_like(x)  # [tokens, hidden]
-    for e in range(bank.num_experts):
-        out = out + gates[:, e, None] * bank.expert_forward(e, x)
+    for e, (gate_up, down) in enumerate(bank.per_expert()):
+        out = out + gates[:, e, None] * swiglu(x, gate_up, down)
     return out
 
 
@@ -172,7 +185,7 @@ def grouped_dispatch(
     token_idx = kept // top_k  # the token each sorted copy came from
     x_sorted = x[token_idx]  # one gather for all experts, [kept, hidden]
     chunks = x_sorted.split(counts.tolist())
-    y = torch.cat([bank.expert_forward(e, chunk) for e, chunk in enumerate(chunks)])
+    y = torch.cat([swiglu(chunk, *w) for chunk, w in zip(chunks, bank.per_expert())])
     y = y * weights.reshape(-1)[kept, None]
     return torch.zeros_like(x).index_add_(0, token_idx, y)
 
