@@ -160,18 +160,21 @@ def _subprocess_env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "DOJO_PROFILE": "cpu", "PYTHONPATH": path}
 
 
-# A driver that runs `python -m dojo.train` but SIGKILLs itself at the end of step KILL_AT, as a
-# preempted job or an out-of-memory kill would: no clean shutdown, no final save.
+# A driver that runs `python -m dojo.train` but SIGKILLs itself while saving the checkpoint of
+# step KILL_AT (weights and optimizer written, RNG and trainer state not yet), as a preempted
+# job or an out-of-memory kill would: no clean shutdown, a checkpoint cut in half.
 KILLER = """
 import os, signal, sys
-from dojo.train import folder
+import transformers
 
-class KilledAt(folder.MetricsLogger):
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == int(os.environ["KILL_AT"]):
-            os.kill(os.getpid(), signal.SIGKILL)
+save_rng_state = transformers.Trainer._save_rng_state
 
-folder.MetricsLogger = KilledAt
+def killed_while_saving(self, output_dir):
+    if self.state.global_step == int(os.environ["KILL_AT"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return save_rng_state(self, output_dir)
+
+transformers.Trainer._save_rng_state = killed_while_saving
 from dojo.train.__main__ import main
 sys.exit(main())
 """
@@ -196,29 +199,30 @@ def test_killed_run_resumes_to_the_same_final_loss(tmp_path):
     env = _subprocess_env()
     killed = subprocess.run(
         [sys.executable, str(tmp_path / "killer.py"), *command],
-        cwd=tmp_path, env={**env, "KILL_AT": "5"}, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path, env={**env, "KILL_AT": "4"}, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert not (run / "summary.json").exists()
-    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
-    # a checkpoint cut off while saving (no trainer_state.json yet) is never resumed from
-    (run / "checkpoint-6").mkdir()
-    (run / "checkpoint-6" / "model.safetensors").write_bytes(b"half-written")
+    # the checkpoint being saved never appears under its name: it was still in staging
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2"]
+    half = run / ".checkpoint-staging" / "checkpoint-4"
+    assert (half / "optimizer.pt").exists() and not (half / "trainer_state.json").exists()
 
     resumed = subprocess.run(
         [sys.executable, "-m", "dojo.train", *command],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"run folder: {run} (resuming from checkpoint-4)" in resumed.stdout
+    assert f"run folder: {run} (resuming from checkpoint-2)" in resumed.stdout
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["resumed_from"] == "checkpoint-4" and summary["steps"] == 6
-    assert (run / "checkpoint-6" / "trainer_state.json").exists()
+    assert summary["resumed_from"] == "checkpoint-2" and summary["steps"] == 6
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]
+    assert not (run / ".checkpoint-staging").exists()
 
     straight = train(load_config([*argv, "--output_dir", str(tmp_path / "straight")]))
     losses = {r["step"]: r["loss"] for r in _metrics(run) if "loss" in r}
     expected = {r["step"]: r["loss"] for r in _metrics(straight.run_dir) if "loss" in r}
-    assert sorted(losses) == list(range(1, 7))  # steps 5-6 logged once, by the resumed run
+    assert sorted(losses) == list(range(1, 7))  # steps 3-6 logged once, by the resumed run
     assert losses == pytest.approx(expected, rel=1e-5, abs=1e-6)
     for a, b in zip(
         AutoModelForCausalLM.from_pretrained(run / "model").parameters(),

@@ -6,8 +6,8 @@ Layout of `runs/<name>/`:
     loss.png                the training curve (reward.png for GRPO)
     samples_start.jsonl     generations before training; samples_end.jsonl after
     summary.json            accuracy before/after, steps, wall time, tokens/s
-    checkpoint-*/           resumable checkpoints (optimizer, scheduler, RNG, data position);
-                            one without trainer_state.json (written last) is half-written
+    checkpoint-*/           resumable checkpoints (optimizer, scheduler, RNG, data position),
+                            written in .checkpoint-staging/ and renamed into place when whole
     model/                  the final model or adapter with its tokenizer
 
 Re-running the same command finds the same folder: an unfinished run resumes from its last
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 
 import yaml
@@ -26,6 +28,7 @@ from transformers import TrainerCallback
 from dojo.viz.curves import read_metrics
 
 DONE = "summary.json"
+STAGING = ".checkpoint-staging"  # where a checkpoint is written before it is renamed into place
 
 
 def resolve_run_dir(output_dir: str | Path) -> Path:
@@ -54,9 +57,8 @@ def last_checkpoint(run_dir: Path) -> Path | None:
 
 def drop_incomplete_checkpoints(run_dir: Path) -> list[Path]:
     """Delete checkpoints a killed run left half-written; returns what was deleted."""
-    import shutil
-
     broken = [p for p in run_dir.glob("checkpoint-*") if not (p / "trainer_state.json").exists()]
+    broken += [run_dir / STAGING] if (run_dir / STAGING).exists() else []
     for p in broken:
         shutil.rmtree(p, ignore_errors=True)
     return broken
@@ -118,3 +120,43 @@ def plot_curves(run_dir: Path, metric: str = "loss") -> Path | None:
     out = run_dir / f"{metric.split('/')[0]}.png"
     plot_run(run_dir, [metric], path=out)
     return out
+
+
+class AtomicCheckpoints:
+    """Trainer mixin: each checkpoint is written whole in a staging folder, then renamed.
+
+    transformers writes `checkpoint-N/` file by file; a run killed while saving would leave a
+    folder that looks resumable but is not. Here the trainer saves into `.checkpoint-staging/`,
+    and only a complete checkpoint is moved to `checkpoint-N/` (one rename, atomic on a POSIX
+    file system) before older ones are rotated out.
+    """
+
+    def _save_checkpoint(self, model, trial):
+        from transformers.trainer_utils import rotate_checkpoints
+
+        run_dir = Path(self._get_output_dir(trial=trial))
+        staging, name = run_dir / STAGING, f"checkpoint-{self.state.global_step}"
+        if self.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        self._get_output_dir = lambda trial=None: str(staging)  # every rank writes its shards there
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            del self._get_output_dir
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            final = run_dir / name
+            if final.exists():  # the same step saved again (a resumed run)
+                shutil.rmtree(final)
+            os.replace(staging / name, final)
+            shutil.rmtree(staging, ignore_errors=True)
+            rotate_checkpoints(
+                str(run_dir), self.args.save_total_limit, self.state.best_model_checkpoint
+            )
+        self.accelerator.wait_for_everyone()
+
+
+def with_atomic_checkpoints(trainer_cls: type) -> type:
+    """`trainer_cls` whose checkpoints are written atomically (see AtomicCheckpoints)."""
+    return type(trainer_cls.__name__, (AtomicCheckpoints, trainer_cls), {})

@@ -150,7 +150,7 @@ def train(config: RunConfig | None = None, **overrides) -> RunResult:
 
 
 def _build_trainer(config: RunConfig, model, tokenizer, data, run_dir: Path):
-    cls = trainer_class(config.dojo.method)
+    cls = folder.with_atomic_checkpoints(trainer_class(config.dojo.method))
     kwargs = dict(
         model=model,
         args=config.trainer,
