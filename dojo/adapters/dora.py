@@ -48,8 +48,9 @@ class DoRALinear(LoRALinear):
         else:
             # With dropout, the direction term must see the same dropped input as the update.
             base_result = F.linear(dropped, self._base_weight())
-        lora_result = self.lora_B(self.lora_A(dropped)) * self.scaling
-        correction = (scale - 1) * base_result + scale * lora_result
+        lora_result = self.lora_B(self.lora_A(dropped))
+        # (m/||.|| * BAx) * s, in PEFT's order, so the two agree to the last bit
+        correction = (scale - 1) * base_result + scale * lora_result * self.scaling
         return (result + correction).to(result.dtype)
 
     @torch.no_grad()
@@ -77,7 +78,7 @@ def magnitude_direction_change(
     before: torch.Tensor, after: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per output row: |change of norm| and 1 - cosine(before, after) (DoRA paper, figure 2)."""
-    before, after = before.float(), after.float()
+    before, after = before.detach().float(), after.detach().float()
     delta_m = (after.norm(dim=1) - before.norm(dim=1)).abs()
     delta_d = 1 - F.cosine_similarity(after, before, dim=1)
     return delta_m, delta_d
