@@ -5,6 +5,9 @@ Notable choices:
 - The tokenizer comes from the adapter folder when it holds one (a `dojo.train` run saves the
   tokenizer it trained with, pad token and chat template included), else from the base.
 - Weights load from safetensors only, and on the GPU in bfloat16 when CUDA is available.
+- Local model paths resolve from the working directory, then the repository root (recipes
+  and run folders say `data/models/dojo-tiny`); a missing folder is reported as missing,
+  never passed on to the hub as a malformed repo id.
 """
 
 from __future__ import annotations
