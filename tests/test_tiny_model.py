@@ -3,11 +3,12 @@
 import json
 
 import pytest
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dojo import paths
 from dojo.chat.masks import tokenize_chat
-from dojo.models import tiny
+from dojo.models import Transformer, tiny, to_hf
 
 
 def test_shipped_model_is_small_safetensors():
@@ -60,7 +61,7 @@ def test_card_states_the_measured_numbers():
 
 
 def test_base_model_continues_arithmetic(tiny_model, tiny_tokenizer):
-    # the card measures 91.5% on 200 problems; 50 problems leave room for sampling noise
+    # the card measures 87% on 200 problems; 50 problems leave room for sampling noise
     assert tiny.raw_arithmetic_accuracy(tiny_model, tiny_tokenizer, n=50) >= 0.8
 
 
@@ -75,6 +76,28 @@ def test_chat_model_answers_held_out_problems_in_chat_format():
     replies = generate_replies(model, tokenizer, rows["prompt"], max_new_tokens=16)
     correct = sum(extract_answer(r) == str(a) for r, a in zip(replies, rows["answer"]))
     assert correct / len(replies) >= 0.7, list(zip(replies, rows["answer"]))[:5]
+
+
+def test_recipe_trains_our_transformer_and_ships_it_as_llama(tiny_tokenizer):
+    recipe = tiny.TinyRecipe(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
+    model = tiny.build_model(recipe, tiny_tokenizer)
+    assert isinstance(model, Transformer)
+    hf = to_hf(model)
+    assert hf.config.model_type == "llama" and hf.config.tie_word_embeddings
+    assert (hf.config.eos_token_id, hf.config.pad_token_id, hf.config.bos_token_id) == (
+        tiny_tokenizer.eos_token_id,
+        tiny_tokenizer.pad_token_id,
+        None,
+    )
+    ids = torch.randint(0, len(tiny_tokenizer), (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids).logits, model(ids).logits, rtol=0, atol=1e-5)
 
 
 @pytest.mark.slow

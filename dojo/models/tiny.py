@@ -4,7 +4,9 @@ Notable choices:
 - A byte-level BPE tokenizer trained on the shipped text, with digits split one per token so
   arithmetic is learnable by a model this small; ChatML special tokens; pad distinct from eos.
 - A Llama-architecture model (RMSNorm, RoPE, grouped-query attention, SwiGLU, tied embeddings)
-  of a few million parameters, so it trains on a 2-core CPU in minutes.
+  of a few million parameters, so it trains on a 2-core CPU in minutes. It is the course's own
+  from-scratch `Transformer` (chapter 04) that trains; `to_hf` exports it as a Hugging Face
+  `LlamaForCausalLM`, which is what ships.
 - Pretraining mixes the shipped prose (`data/pretrain/`) with raw arithmetic text from the
   train split of `dojo.data.synthetic`. It never sees the chat format: SFT teaches that.
 
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import shutil
@@ -31,6 +32,8 @@ from tqdm.auto import tqdm
 
 from dojo import paths
 from dojo.data import synthetic
+from dojo.models.convert import from_hf, to_hf
+from dojo.models.pretrain import lr_at, read_texts
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 
@@ -56,19 +59,6 @@ class TinyRecipe:
     arithmetic_lines: int = 150_000
     eval_every: int = 250  # steps between held-out accuracy checks during pretraining
     seed: int = 0
-
-
-def pretraining_texts() -> list[str]:
-    """The shipped prose: one string per document (blank-line separated) in data/pretrain/."""
-    docs = []
-    for path in sorted((paths.DATA_DIR / "pretrain").glob("*.txt")):
-        text = path.read_text(encoding="utf-8")
-        docs += [d.strip() for d in text.split("\n\n") if d.strip()]
-    if not docs:
-        raise FileNotFoundError(
-            f"no pretraining text: {paths.DATA_DIR / 'pretrain'}/*.txt is empty"
-        )
-    return docs
 
 
 def arithmetic_texts(recipe: TinyRecipe) -> list[str]:
@@ -119,7 +109,10 @@ def token_stream(tokenizer, docs: list[str]) -> torch.Tensor:
 
 
 def build_model(recipe: TinyRecipe, tokenizer):
-    """A freshly initialised Llama-architecture causal LM of the recipe's shape."""
+    """Our from-scratch `Transformer` of the recipe's shape, freshly initialised.
+
+    The initial weights are drawn by transformers' seeded Llama initialisation and converted
+    with `from_hf`, so the starting point does not depend on which class trains it."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -136,7 +129,7 @@ def build_model(recipe: TinyRecipe, tokenizer):
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(recipe.seed)
-    return LlamaForCausalLM(config)
+    return from_hf(LlamaForCausalLM(config)).train()
 
 
 def _batch(streams: list[torch.Tensor], recipe: TinyRecipe, rng: torch.Generator) -> torch.Tensor:
@@ -148,14 +141,6 @@ def _batch(streams: list[torch.Tensor], recipe: TinyRecipe, rng: torch.Generator
         start = torch.randint(0, len(stream) - recipe.seq_len, (), generator=rng).item()
         rows.append(stream[start : start + recipe.seq_len])
     return torch.stack(rows)
-
-
-def _lr_at(step: int, recipe: TinyRecipe) -> float:
-    if step < recipe.warmup_steps:
-        return recipe.lr * (step + 1) / recipe.warmup_steps
-    progress = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
-    cosine = 0.5 * (1 + math.cos(math.pi * progress))
-    return recipe.lr * (recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * cosine)
 
 
 def pretrain(
@@ -170,7 +155,9 @@ def pretrain(
     bar = tqdm(range(recipe.steps), desc="pretrain dojo-tiny")
     for step in bar:
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, recipe)
+            group["lr"] = lr_at(
+                step, recipe.steps, recipe.warmup_steps, recipe.lr, recipe.min_lr_ratio
+            )
         batch = _batch(streams, recipe, rng)
         loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
@@ -181,8 +168,7 @@ def pretrain(
         if step % 20 == 0:
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
         if tokenizer is not None and (step + 1) % recipe.eval_every == 0:
-            accuracy[step + 1] = raw_arithmetic_accuracy(model, tokenizer, n=100)
-            model.train()
+            accuracy[step + 1] = raw_arithmetic_accuracy(to_hf(model), tokenizer, n=100)
             bar.write(f"step {step + 1}: held-out raw addition accuracy {accuracy[step + 1]:.0%}")
     model.eval()
     return losses, accuracy
@@ -213,11 +199,12 @@ def build(out_dir: Path, recipe: TinyRecipe) -> dict:
     """Train the tokenizer and the model, save both in Hugging Face format with a model card."""
     start = time.time()
     random.seed(recipe.seed)
-    prose, arith = pretraining_texts(), arithmetic_texts(recipe)
+    prose, arith = read_texts(), arithmetic_texts(recipe)
     tokenizer = train_tokenizer(prose + arith[:2000], recipe.vocab_size)
     streams = [token_stream(tokenizer, arith), token_stream(tokenizer, prose)]
     model = build_model(recipe, tokenizer)
     losses, accuracy_curve = pretrain(model, streams, recipe, tokenizer)
+    model = to_hf(model)  # what ships: a transformers LlamaForCausalLM with the trained weights
     model.generation_config.eos_token_id = [
         tokenizer.eos_token_id,
         tokenizer.convert_tokens_to_ids("<|endoftext|>"),
@@ -312,7 +299,8 @@ Everything is seeded; the recipe below is the whole of what decides the model.
 
 ## Architecture and tokenizer
 
-- `LlamaForCausalLM`: hidden {hidden_size}, {num_hidden_layers} layers, {num_attention_heads} query heads
+- Trained as the course's from-scratch `dojo.models.Transformer` (notebook 04) and exported with
+  `dojo.models.to_hf` as a transformers `LlamaForCausalLM`: hidden {hidden_size}, {num_hidden_layers} layers, {num_attention_heads} query heads
   and {num_key_value_heads} key/value heads (grouped-query attention), SwiGLU width {intermediate_size},
   RoPE, RMSNorm, tied input/output embeddings, context {max_position_embeddings}.
 - Byte-level BPE, vocabulary {vocab_size}, trained with `tokenizers` on the shipped text; digits are
