@@ -18,8 +18,20 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"dojo.train: {e}", file=sys.stderr)
         return 2
-    train(config)
+    try:
+        train(config)
+    finally:
+        _close_process_group()
     return 0
+
+
+def _close_process_group() -> None:
+    """Tear down the launcher's process group: a gloo rank that exits with it still open can
+    abort ("terminate called without an active exception") and fail the whole launch."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
