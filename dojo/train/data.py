@@ -44,18 +44,6 @@ class TrainingData:
     summary: dict = field(default_factory=dict)
 
 
-def load_problems(source: str | None, n: int) -> list[tuple[list[dict], str]]:
-    """The first `n` held-out problems of `source` as (prompt messages, answer) pairs."""
-    if not source or n <= 0:
-        return []
-    from dojo.data import load
-
-    ds = load(source, "prompt", max_samples=n)
-    if "answer" not in ds.column_names:
-        return []
-    return [(row["prompt"], str(row["answer"])) for row in ds]
-
-
 def _keep_columns(ds: Dataset | None, method: str) -> Dataset | None:
     keep = COLUMNS.get(method)
     if ds is None or keep is None:
@@ -83,7 +71,11 @@ def load_training_data(config: RunConfig) -> TrainingData:
         eval_ds = load(d.eval_dataset, METHOD_KINDS[method], fmt)
     if d.max_eval_samples and eval_ds is not None:
         eval_ds = eval_ds.select(range(min(d.max_eval_samples, len(eval_ds))))
-    problems = load_problems(d.accuracy_dataset, d.accuracy_samples)
+    problems = []
+    if d.accuracy_dataset and d.accuracy_samples > 0:
+        from dojo.eval.suite import load_problems
+
+        problems = load_problems(d.accuracy_dataset, d.accuracy_samples)
     samples = [prompt for prompt, _ in problems[: d.sample_prompts]]
     summary = {"train_records": len(train), "eval_records": len(eval_ds) if eval_ds else 0}
     return TrainingData(
