@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dojo import chat, paths
+from dojo.chat.masks import mask_spans
 from dojo.chat.render import frozen_clock
 from dojo.chat.toy_tokenizer import byte_tokenizer
 
@@ -116,15 +117,7 @@ def test_assistant_mask_covers_replies_and_end_of_turn(fixture, case):
     # The token mask selects exactly those characters.
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert len(mask) == len(ids)
-    groups, current = [], []
-    for token_id, bit in zip(ids, mask):
-        if bit:
-            current.append(token_id)
-        elif current:
-            groups.append(current)
-            current = []
-    if current:
-        groups.append(current)
+    groups = [ids[start:end] for start, end in mask_spans(mask)]
     decoded = [tok.decode(g) for g in groups]
     pieces = [p for p in pieces if p]
     if not family.end_of_turn:
@@ -133,17 +126,6 @@ def test_assistant_mask_covers_replies_and_end_of_turn(fixture, case):
         decoded = [d.rstrip("\ufffd") for d in decoded]
         pieces = [p[: len(d)] if p.startswith(d) else p for p, d in zip(pieces, decoded)]
     assert decoded == pieces
-
-
-def _mask_runs(ids: list[int], mask: list[int]) -> list[list[int]]:
-    """The maximal runs of consecutive masked token ids."""
-    runs, current = [], []
-    for token_id, bit in zip(ids, mask):
-        if bit:
-            current.append(token_id)
-        elif current:
-            runs, current = [*runs, current], []
-    return runs + ([current] if current else [])
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +155,8 @@ def test_masks_on_tiny_tokenizer_cover_exactly_the_replies(path, tiny_tokenizer)
         with frozen_clock(fixture["frozen_now"]):
             text, spans = chat.render_with_spans(family.name, case["messages"], gen, **kwargs)
             out = chat.tokenize_chat(tok, case["messages"], add_generation_prompt=gen, **kwargs)
-        decoded = [tok.decode(run) for run in _mask_runs(out["input_ids"], out["assistant_masks"])]
+        ids = out["input_ids"]
+        decoded = [tok.decode(ids[a:b]) for a, b in mask_spans(out["assistant_masks"])]
         blocks = [text[a:b] for a, b in spans if b > a]
         if not family.end_of_turn:
             # No end-of-turn token: transformers maps a block's last character to its first

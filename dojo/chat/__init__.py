@@ -15,7 +15,7 @@ Modules: `registry` (families, aliases), `render`, `masks`, `tokenizer` (attach,
 """
 
 from dojo.chat.doctor import Finding, doctor
-from dojo.chat.masks import assistant_mask, has_generation_markers, tokenize_chat
+from dojo.chat.masks import assistant_mask, has_generation_markers, mask_spans, tokenize_chat
 from dojo.chat.registry import (
     ALIASES,
     Family,
@@ -45,6 +45,7 @@ __all__ = [
     "ChatTemplateError",
     "assistant_mask",
     "has_generation_markers",
+    "mask_spans",
     "tokenize_chat",
     "Family",
     "UnknownFamilyError",

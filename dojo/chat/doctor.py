@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dojo.chat.conversations import example_conversation
-from dojo.chat.masks import has_generation_markers, tokenize_chat
+from dojo.chat.masks import has_generation_markers, mask_spans, tokenize_chat
 from dojo.chat.registry import get_family
 from dojo.chat.render import render_template
 from dojo.chat.tokenizer import detect_family
@@ -76,15 +76,7 @@ def _check_eot_in_mask(tokenizer: Any, messages: list[dict]) -> Finding | None:
     out = tokenize_chat(tokenizer, messages)
     ids, mask = out["input_ids"], out["assistant_masks"]
     eot_ids = _end_of_turn_ids(tokenizer)
-    runs, current = [], []
-    for token_id, bit in zip(ids, mask):
-        if bit:
-            current.append(token_id)
-        elif current:
-            runs.append(current)
-            current = []
-    if current:
-        runs.append(current)
+    runs = [ids[start:end] for start, end in mask_spans(mask)]
     n_replies = sum(m["role"] == "assistant" for m in messages)
     if runs and len(runs) == n_replies and all(run[-1] in eot_ids for run in runs):
         return None

@@ -40,3 +40,15 @@ def assistant_mask(tokenizer: Any, messages: list[dict], **kwargs: Any) -> list[
     """Per-token 0/1 mask (1 = assistant reply or its end-of-turn token) for the ids that
     `tokenizer.apply_chat_template(messages, **kwargs)` produces."""
     return tokenize_chat(tokenizer, messages, **kwargs)["assistant_masks"]
+
+
+def mask_spans(mask: list[int]) -> list[tuple[int, int]]:
+    """[start, end) spans of consecutive ones in a 0/1 mask: one per assistant turn."""
+    spans, start = [], None
+    for i, bit in enumerate([*mask, 0]):
+        if bit and start is None:
+            start = i
+        elif not bit and start is not None:
+            spans.append((start, i))
+            start = None
+    return spans

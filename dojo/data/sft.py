@@ -39,23 +39,13 @@ def _tokenize_chat(tokenizer: Any, messages: list[dict], tools: Any) -> tuple[li
     return out["input_ids"], out["assistant_masks"]
 
 
-def _runs(mask: list[int]) -> list[tuple[int, int]]:
-    """[start, end) spans of consecutive ones: one per assistant turn."""
-    spans, start = [], None
-    for i, bit in enumerate([*mask, 0]):
-        if bit and start is None:
-            start = i
-        elif not bit and start is not None:
-            spans.append((start, i))
-            start = None
-    return spans
-
-
 def _labels(ids: list[int], mask: list[int], train_on: str) -> list[int]:
     if train_on == "all":
         return list(ids)
     keep = [0] * len(ids)
-    spans = _runs(mask)
+    from dojo.chat.masks import mask_spans
+
+    spans = mask_spans(mask)
     for start, end in spans[-1:] if train_on == "last" else spans:
         keep[start:end] = [1] * (end - start)
     return [t if k else IGNORE_INDEX for t, k in zip(ids, keep)]
